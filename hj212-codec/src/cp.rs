@@ -1,0 +1,304 @@
+//! The `CP` data area: ordered groups of ordered `key=value` pairs, borrowed from the frame.
+//!
+//! HJ 212-2017 §6.3.3.1: `;` separates items and `,` separates the values of one item, so
+//! `DataTime=…;w01018-Rtd=2.2,w01018-Flag=N` is two groups, the second with two pairs. There is
+//! no escaping. Log text is wrapped in `//…//` (notes under Appendix C.40/C.41) and may contain
+//! separators, so a value that starts with `//` runs to the next `//`.
+//!
+//! Nothing is trimmed or normalised in what is stored, so writing the groups back gives the same
+//! bytes; the accessors ([`Pair::key`], [`Pair::value`]) trim the spaces that the standard's own
+//! examples contain (`CP=&& PolId=…`, `i12003-Info =0`).
+//!
+//! Invariant: iteration never allocates and never panics.
+
+/// The data area between `CP=&&` and the closing `&&`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cp<'a> {
+    text: &'a str,
+    offset: usize,
+}
+
+impl<'a> Cp<'a> {
+    /// Wraps a data area that starts `offset` bytes into its data segment.
+    #[must_use]
+    pub const fn new(text: &'a str, offset: usize) -> Self {
+        Self { text, offset }
+    }
+
+    /// The raw data area.
+    #[must_use]
+    pub const fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// Offset of the data area in the data segment.
+    #[must_use]
+    pub const fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// True for `CP=&&&&`.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// The `;`-separated groups, in order. An empty data area has no groups.
+    #[must_use]
+    pub fn groups(&self) -> Groups<'a> {
+        Groups { text: self.text, pos: 0, base: self.offset, done: self.text.is_empty() }
+    }
+
+    /// Every pair of every group, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = Pair<'a>> + use<'a> {
+        self.groups().flat_map(|g| g.pairs())
+    }
+
+    /// The value of the first pair whose trimmed key is `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.pairs().find(|p| p.key() == key).and_then(|p| p.value())
+    }
+}
+
+/// One `;`-separated group of pairs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group<'a> {
+    text: &'a str,
+    offset: usize,
+}
+
+impl<'a> Group<'a> {
+    /// The raw text of the group.
+    #[must_use]
+    pub const fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// Offset of the group in the data segment.
+    #[must_use]
+    pub const fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The `,`-separated pairs, in order.
+    #[must_use]
+    pub fn pairs(&self) -> Pairs<'a> {
+        Pairs { text: self.text, pos: 0, base: self.offset, done: false }
+    }
+}
+
+/// One `key=value` pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair<'a> {
+    raw_key: &'a str,
+    raw_value: Option<&'a str>,
+    offset: usize,
+}
+
+impl<'a> Pair<'a> {
+    /// Splits one raw pair at its first `=`.
+    #[must_use]
+    pub fn parse(raw: &'a str, offset: usize) -> Self {
+        match raw.split_once('=') {
+            Some((k, v)) => Self { raw_key: k, raw_value: Some(v), offset },
+            None => Self { raw_key: raw, raw_value: None, offset },
+        }
+    }
+
+    /// The key with surrounding spaces removed.
+    #[must_use]
+    pub fn key(&self) -> &'a str {
+        self.raw_key.trim()
+    }
+
+    /// The value with surrounding spaces removed; `None` when the pair has no `=`.
+    #[must_use]
+    pub fn value(&self) -> Option<&'a str> {
+        self.raw_value.map(str::trim)
+    }
+
+    /// The key exactly as received.
+    #[must_use]
+    pub const fn raw_key(&self) -> &'a str {
+        self.raw_key
+    }
+
+    /// The value exactly as received.
+    #[must_use]
+    pub const fn raw_value(&self) -> Option<&'a str> {
+        self.raw_value
+    }
+
+    /// Offset of the pair in the data segment.
+    #[must_use]
+    pub const fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Offset of the value in the data segment (of the key when there is no value).
+    #[must_use]
+    pub const fn value_offset(&self) -> usize {
+        match self.raw_value {
+            Some(_) => self.offset + self.raw_key.len() + 1,
+            None => self.offset,
+        }
+    }
+
+    /// The key split at its last `-` into a code and a suffix (`w01018-Rtd` → `w01018`, `Rtd`).
+    ///
+    /// Codes may themselves contain `-` (`Nh3-scr-Rtd`), so the split is at the last one.
+    #[must_use]
+    pub fn code_and_suffix(&self) -> Option<(&'a str, &'a str)> {
+        self.key().rsplit_once('-')
+    }
+}
+
+/// Finds the end of a token that stops at any byte in `seps`, jumping over `//…//` values.
+fn token_end(text: &str, from: usize, seps: &[u8]) -> usize {
+    let bytes = text.as_bytes();
+    let mut i = from;
+    let mut after_eq = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if after_eq && b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            // A log value: run to the closing `//`, or to the end when it is missing.
+            match memchr::memmem::find(&bytes[i + 2..], b"//") {
+                Some(j) => i += 2 + j + 2,
+                None => return bytes.len(),
+            }
+            after_eq = false;
+            continue;
+        }
+        if seps.contains(&b) {
+            return i;
+        }
+        if b == b'=' {
+            after_eq = true;
+        } else if b != b' ' {
+            after_eq = false;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// Iterator over the groups of a [`Cp`].
+#[derive(Debug, Clone)]
+pub struct Groups<'a> {
+    text: &'a str,
+    pos: usize,
+    base: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for Groups<'a> {
+    type Item = Group<'a>;
+
+    fn next(&mut self) -> Option<Group<'a>> {
+        if self.done {
+            return None;
+        }
+        let end = token_end(self.text, self.pos, b";");
+        let group = Group { text: &self.text[self.pos..end], offset: self.base + self.pos };
+        if end >= self.text.len() {
+            self.done = true;
+        } else {
+            self.pos = end + 1;
+        }
+        Some(group)
+    }
+}
+
+/// Iterator over the pairs of a [`Group`].
+#[derive(Debug, Clone)]
+pub struct Pairs<'a> {
+    text: &'a str,
+    pos: usize,
+    base: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = Pair<'a>;
+
+    fn next(&mut self) -> Option<Pair<'a>> {
+        if self.done {
+            return None;
+        }
+        let end = token_end(self.text, self.pos, b",");
+        let pair = Pair::parse(&self.text[self.pos..end], self.base + self.pos);
+        if end >= self.text.len() {
+            self.done = true;
+        } else {
+            self.pos = end + 1;
+        }
+        Some(pair)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    use alloc::vec::Vec;
+
+    use super::*;
+
+    fn shape(cp: &Cp<'_>) -> Vec<Vec<(&'static str, Option<&'static str>)>> {
+        cp.groups()
+            .map(|g| {
+                g.pairs()
+                    .map(|p| {
+                        let k: &'static str = alloc::string::String::from(p.raw_key()).leak();
+                        let v = p.raw_value().map(|v| &*alloc::string::String::from(v).leak());
+                        (k, v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn groups_and_pairs_keep_order() {
+        let cp = Cp::new("DataTime=20160801084000;w01018-Rtd=2.2,w01018-Flag=N", 0);
+        assert_eq!(
+            shape(&cp),
+            [
+                alloc::vec![("DataTime", Some("20160801084000"))],
+                alloc::vec![("w01018-Rtd", Some("2.2")), ("w01018-Flag", Some("N"))]
+            ]
+        );
+        assert_eq!(cp.get("w01018-Flag"), Some("N"));
+    }
+
+    #[test]
+    fn log_values_may_contain_separators() {
+        let cp = Cp::new("DataTime=20160801085000;i11001-Info=//a;b,c=d//,x=1", 10);
+        let groups: Vec<_> = cp.groups().collect();
+        assert_eq!(groups.len(), 2);
+        let pairs: Vec<_> = groups[1].pairs().collect();
+        assert_eq!(pairs[0].value(), Some("//a;b,c=d//"));
+        assert_eq!(pairs[1].key(), "x");
+        assert_eq!(pairs[1].offset(), 10 + 24 + 24);
+    }
+
+    #[test]
+    fn unclosed_log_runs_to_the_end() {
+        let cp = Cp::new("i11001-Info=//never closed;x=1", 0);
+        assert_eq!(cp.groups().count(), 1);
+    }
+
+    #[test]
+    fn empty_area_has_no_groups_and_empty_tokens_are_kept() {
+        assert_eq!(Cp::new("", 0).groups().count(), 0);
+        assert_eq!(shape(&Cp::new("a=1;;b", 0)), [alloc::vec![("a", Some("1"))], alloc::vec![("", None)], alloc::vec![("b", None)]]);
+    }
+
+    #[test]
+    fn keys_split_at_the_last_hyphen_and_spaces_are_trimmed() {
+        let p = Pair::parse(" Nh3-scr-Rtd =4.1", 0);
+        assert_eq!(p.code_and_suffix(), Some(("Nh3-scr", "Rtd")));
+        assert_eq!(p.value(), Some("4.1"));
+        assert_eq!(p.raw_key(), " Nh3-scr-Rtd ");
+    }
+}

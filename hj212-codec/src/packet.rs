@@ -1,0 +1,427 @@
+//! The data segment: header fields and `CP`, parsed without copying.
+//!
+//! HJ 212-2017 §6.3.2 (Table 3) lists the header fields `QN;ST;CN;PW;MN;Flag;[PNUM;PNO;]CP`.
+//! Real senders put them in other orders (2005 puts `PNUM;PNO` after `QN`), leave `QN` and `Flag`
+//! out, and add fields of their own (spec digest §2, §11), so the parser accepts any order, keeps
+//! unknown fields, and requires only `ST`, `CN` and `CP`. The header text is kept as received, so
+//! a packet written back is byte-identical.
+//!
+//! Invariant: parsing never panics and never allocates.
+
+use crate::cp::Cp;
+use crate::error::{Error, ErrorKind};
+use crate::frame::Deviations;
+
+/// The protocol version carried in the high six bits of `Flag` (HJ 212-2017 Table 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// HJ/T 212-2005 (version bits 0, or no `Flag` at all).
+    V2005,
+    /// HJ 212-2017 (version bits 1).
+    V2017,
+    /// HJ 212-2025 (version bits 2).
+    V2025,
+    /// A version number this crate does not know.
+    Other(u8),
+}
+
+impl Version {
+    /// The version from the six version bits.
+    #[must_use]
+    pub const fn from_bits(bits: u8) -> Self {
+        match bits {
+            0 => Self::V2005,
+            1 => Self::V2017,
+            2 => Self::V2025,
+            n => Self::Other(n),
+        }
+    }
+
+    /// The six version bits.
+    #[must_use]
+    pub const fn bits(self) -> u8 {
+        match self {
+            Self::V2005 => 0,
+            Self::V2017 => 1,
+            Self::V2025 => 2,
+            Self::Other(n) => n,
+        }
+    }
+
+    /// The year the version is known by, such as `2017`, or `None` for an unknown version.
+    #[must_use]
+    pub const fn year(self) -> Option<u16> {
+        match self {
+            Self::V2005 => Some(2005),
+            Self::V2017 => Some(2017),
+            Self::V2025 => Some(2025),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+/// The `Flag` field: `V5..V0 D A` (HJ 212-2017 Table 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flag(pub u8);
+
+impl Flag {
+    /// Bit 0: the sender wants an answer.
+    pub const ACK: u8 = 0b01;
+    /// Bit 1: the packet carries `PNUM` and `PNO`.
+    pub const SPLIT: u8 = 0b10;
+
+    /// Builds a flag from its parts.
+    #[must_use]
+    pub const fn new(version: Version, split: bool, ack: bool) -> Self {
+        Self((version.bits() << 2) | if split { Self::SPLIT } else { 0 } | if ack { Self::ACK } else { 0 })
+    }
+
+    /// True when the sender wants an answer (A bit).
+    #[must_use]
+    pub const fn wants_ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+
+    /// True when the packet is one of several (D bit).
+    #[must_use]
+    pub const fn is_split(self) -> bool {
+        self.0 & Self::SPLIT != 0
+    }
+
+    /// The protocol version.
+    #[must_use]
+    pub const fn version(self) -> Version {
+        Version::from_bits(self.0 >> 2)
+    }
+
+    /// The same flag with the A bit set or cleared.
+    #[must_use]
+    pub const fn with_ack(self, ack: bool) -> Self {
+        Self(if ack { self.0 | Self::ACK } else { self.0 & !Self::ACK })
+    }
+
+    /// The same flag with the D bit set or cleared.
+    #[must_use]
+    pub const fn with_split(self, split: bool) -> Self {
+        Self(if split { self.0 | Self::SPLIT } else { self.0 & !Self::SPLIT })
+    }
+}
+
+/// A parsed data segment, borrowing from the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<'a> {
+    data: &'a str,
+    header_end: usize,
+    cp: Cp<'a>,
+    deviations: Deviations,
+    qn: Option<&'a str>,
+    st: Option<&'a str>,
+    cn: Option<&'a str>,
+    pw: Option<&'a str>,
+    mn: Option<&'a str>,
+    flag: Option<Flag>,
+    pnum: Option<u16>,
+    pno: Option<u16>,
+}
+
+impl<'a> Packet<'a> {
+    /// Parses a data segment (the bytes between the length field and the CRC).
+    ///
+    /// Error offsets count from the start of the data segment; add 6 for the frame.
+    ///
+    /// # Errors
+    /// Invalid UTF-8, no `CP=&&`, bytes after `CP`'s closing `&&`, a header field without `=`,
+    /// a missing `ST` or `CN`, or a `Flag`, `PNUM` or `PNO` that is not a number.
+    pub fn parse(data: &'a [u8]) -> Result<Self, Error> {
+        let data = core::str::from_utf8(data)
+            .map_err(|e| Error::new(ErrorKind::InvalidUtf8, e.valid_up_to()))?;
+        let (header_end, misplaced) = find_cp(data)?;
+        let mut deviations = if misplaced { Deviations::MISPLACED_CP } else { Deviations::NONE };
+        let area_start = header_end + 5;
+        let rest = &data[area_start..];
+        let area_end = match memchr::memmem::rfind(rest.as_bytes(), b"&&") {
+            Some(i) if i + 2 == rest.len() => area_start + i,
+            Some(i) => return Err(Error::new(ErrorKind::TrailingData, area_start + i + 2)),
+            None => {
+                deviations.insert(Deviations::UNTERMINATED_CP);
+                data.len()
+            }
+        };
+        let mut packet = Self {
+            data,
+            header_end,
+            cp: Cp::new(&data[area_start..area_end], area_start),
+            deviations,
+            qn: None,
+            st: None,
+            cn: None,
+            pw: None,
+            mn: None,
+            flag: None,
+            pnum: None,
+            pno: None,
+        };
+        packet.parse_header()?;
+        Ok(packet)
+    }
+
+    fn parse_header(&mut self) -> Result<(), Error> {
+        let header = &self.data[..self.header_end];
+        let mut pos = 0;
+        for field in header.split(';') {
+            let at = pos;
+            pos += field.len() + 1;
+            if field.trim().is_empty() {
+                continue;
+            }
+            let Some((name, value)) = field.split_once('=') else {
+                return Err(Error::new(ErrorKind::MalformedField, at));
+            };
+            let value_at = at + name.len() + 1;
+            let value = value.trim();
+            match name.trim() {
+                "QN" => set_once(&mut self.qn, value),
+                "ST" => set_once(&mut self.st, value),
+                "CN" => set_once(&mut self.cn, value),
+                "PW" => set_once(&mut self.pw, value),
+                "MN" => set_once(&mut self.mn, value),
+                "Flag" => {
+                    let v = parse_num(value, value_at, "Flag")?;
+                    let v = u8::try_from(v).map_err(|_| Error::new(ErrorKind::InvalidField("Flag"), value_at))?;
+                    self.flag.get_or_insert(Flag(v));
+                }
+                "PNUM" => {
+                    let v = parse_num(value, value_at, "PNUM")?;
+                    self.pnum.get_or_insert(v);
+                }
+                "PNO" => {
+                    let v = parse_num(value, value_at, "PNO")?;
+                    self.pno.get_or_insert(v);
+                }
+                _ => {}
+            }
+        }
+        if self.st.is_none() {
+            return Err(Error::new(ErrorKind::MissingField("ST"), self.header_end));
+        }
+        let Some(cn) = self.cn else {
+            return Err(Error::new(ErrorKind::MissingField("CN"), self.header_end));
+        };
+        if cn.is_empty() || !cn.bytes().all(|b| b.is_ascii_digit()) {
+            let at = memchr::memmem::find(header.as_bytes(), b"CN=").map_or(0, |i| i + 3);
+            return Err(Error::new(ErrorKind::InvalidField("CN"), at));
+        }
+        Ok(())
+    }
+
+    /// The whole data segment as text.
+    #[must_use]
+    pub const fn as_str(&self) -> &'a str {
+        self.data
+    }
+
+    /// The header text before `CP=`, as received (normally ending in `;`).
+    #[must_use]
+    pub fn header_str(&self) -> &'a str {
+        &self.data[..self.header_end]
+    }
+
+    /// The header fields in the order received, as `(name, value)` with spaces trimmed.
+    pub fn header_fields(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        self.header_str()
+            .split(';')
+            .filter(|f| !f.trim().is_empty())
+            .filter_map(|f| f.split_once('='))
+            .map(|(n, v)| (n.trim(), v.trim()))
+    }
+
+    /// The `CP` data area.
+    #[must_use]
+    pub const fn cp(&self) -> Cp<'a> {
+        self.cp
+    }
+
+    /// Departures from the standard found while parsing.
+    #[must_use]
+    pub const fn deviations(&self) -> Deviations {
+        self.deviations
+    }
+
+    /// `QN`, the request number (a millisecond timestamp in 2017).
+    #[must_use]
+    pub const fn qn(&self) -> Option<&'a str> {
+        self.qn
+    }
+
+    /// The header `QN`, or the `QN` inside `CP` as 2005-era answers carry it (spec digest §11.4).
+    #[must_use]
+    pub fn reference_qn(&self) -> Option<&'a str> {
+        self.qn.or_else(|| self.cp.get("QN"))
+    }
+
+    /// `ST`, the system code.
+    #[must_use]
+    pub fn st(&self) -> &'a str {
+        self.st.unwrap_or_default()
+    }
+
+    /// `CN`, the command code, as text.
+    #[must_use]
+    pub fn cn_str(&self) -> &'a str {
+        self.cn.unwrap_or_default()
+    }
+
+    /// `CN` as a number (the parser checked that it is all digits).
+    #[must_use]
+    pub fn cn(&self) -> u16 {
+        self.cn_str().bytes().fold(0u16, |acc, d| acc.wrapping_mul(10).wrapping_add(u16::from(d - b'0')))
+    }
+
+    /// `PW`, the access password.
+    #[must_use]
+    pub const fn pw(&self) -> Option<&'a str> {
+        self.pw
+    }
+
+    /// `MN`, the device identifier.
+    #[must_use]
+    pub const fn mn(&self) -> Option<&'a str> {
+        self.mn
+    }
+
+    /// `Flag`, when present.
+    #[must_use]
+    pub const fn flag(&self) -> Option<Flag> {
+        self.flag
+    }
+
+    /// `PNUM`, the number of sub-packets.
+    #[must_use]
+    pub const fn pnum(&self) -> Option<u16> {
+        self.pnum
+    }
+
+    /// `PNO`, this sub-packet's number (from 1).
+    #[must_use]
+    pub const fn pno(&self) -> Option<u16> {
+        self.pno
+    }
+
+    /// The protocol version: from `Flag`, else 2005 (no `Flag` is the 2005 style).
+    #[must_use]
+    pub fn version(&self) -> Version {
+        self.flag.map_or(Version::V2005, Flag::version)
+    }
+
+    /// True when the sender asks for an answer.
+    #[must_use]
+    pub fn wants_ack(&self) -> bool {
+        self.flag.is_some_and(Flag::wants_ack)
+    }
+
+    /// True when the packet is one of several (both `PNUM` and `PNO` present).
+    #[must_use]
+    pub const fn is_sub_packet(&self) -> bool {
+        self.pnum.is_some() && self.pno.is_some()
+    }
+}
+
+fn set_once<'a>(slot: &mut Option<&'a str>, value: &'a str) {
+    slot.get_or_insert(value);
+}
+
+fn parse_num(value: &str, at: usize, name: &'static str) -> Result<u16, Error> {
+    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::new(ErrorKind::InvalidField(name), at));
+    }
+    value.parse().map_err(|_| Error::new(ErrorKind::InvalidField(name), at))
+}
+
+/// Finds `CP=&&` at a field boundary; falls back to anywhere (reported as misplaced).
+fn find_cp(data: &str) -> Result<(usize, bool), Error> {
+    let bytes = data.as_bytes();
+    let finder = memchr::memmem::Finder::new(b"CP=&&");
+    let mut first_anywhere = None;
+    let mut from = 0;
+    while let Some(i) = finder.find(&bytes[from..]) {
+        let at = from + i;
+        // Spaces before the name are tolerated, as in the standard's own examples.
+        let before = data[..at].trim_end_matches(' ');
+        if before.is_empty() || before.ends_with(';') {
+            return Ok((at, false));
+        }
+        first_anywhere.get_or_insert(at);
+        from = at + 1;
+    }
+    match first_anywhere {
+        Some(at) => Ok((at, true)),
+        None => Err(Error::new(ErrorKind::MissingCp, 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: &[u8] = b"QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&";
+
+    #[test]
+    fn parses_the_appendix_a_example() {
+        let p = Packet::parse(SEG).unwrap();
+        assert_eq!(p.qn(), Some("20160801085857223"));
+        assert_eq!(p.st(), "32");
+        assert_eq!(p.cn(), 1062);
+        assert_eq!(p.pw(), Some("100000"));
+        assert_eq!(p.mn(), Some("010000A8900016F000169DC0"));
+        assert_eq!(p.flag(), Some(Flag(5)));
+        assert_eq!(p.version(), Version::V2017);
+        assert!(p.wants_ack());
+        assert_eq!(p.cp().get("RtdInterval"), Some("30"));
+        assert_eq!(p.cp().offset(), SEG.len() - 2 - 14);
+        assert!(p.deviations().is_empty());
+    }
+
+    #[test]
+    fn header_in_2005_order_with_missing_qn_and_flag() {
+        let p = Packet::parse(b"ST=32;CN=2011;PW=123456;MN=LD130133000015;CP=&&DataTime=20160824003817;B01-Rtd=36.91&&").unwrap();
+        assert_eq!(p.qn(), None);
+        assert_eq!(p.flag(), None);
+        assert_eq!(p.version(), Version::V2005);
+        let p = Packet::parse(b"QN=1;ST=31;CN=2051;PW=1;MN=1;PNO=0002;PNUM=0002;CP=&&&&").unwrap();
+        assert_eq!((p.pnum(), p.pno()), (Some(2), Some(2)));
+        assert!(p.is_sub_packet());
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let e = Packet::parse(b"QN=1;ST=32;CN=1062;Flag=x;CP=&&&&").unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::InvalidField("Flag"), 24));
+        let e = Packet::parse(b"QN=1;CN=1062;CP=&&&&").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingField("ST"));
+        let e = Packet::parse(b"QN=1;ST=32;CN=1062").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::MissingCp);
+        let e = Packet::parse(b"ST=32;CN=1062;CP=&&a=1&&xx").unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::TrailingData, 24));
+        let e = Packet::parse(b"ST=32;CN=10a2;CP=&&&&").unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::InvalidField("CN"), 9));
+        let e = Packet::parse(b"ST=32;CN=1062;junk;CP=&&&&").unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::MalformedField, 14));
+        let e = Packet::parse(b"ST=32;CN=1062;CP=&&\xff&&").unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::InvalidUtf8, 19));
+    }
+
+    #[test]
+    fn deviations_are_reported() {
+        let p = Packet::parse(b"ST=32;CN=2051;Flag=5CP=&&a=1&&").unwrap();
+        assert!(p.deviations().contains(Deviations::MISPLACED_CP));
+        let p = Packet::parse(b"ST=39;CN=2051;CP=&&DataTime=1;a34001-Avg=92;Flag=N").unwrap();
+        assert!(p.deviations().contains(Deviations::UNTERMINATED_CP));
+        assert_eq!(p.cp().get("a34001-Avg"), Some("92"));
+    }
+
+    #[test]
+    fn reference_qn_falls_back_to_cp() {
+        let p = Packet::parse(b"ST=91;CN=9013;PW=1;MN=1;CP=&&QN=20040516010101001&&").unwrap();
+        assert_eq!(p.reference_qn(), Some("20040516010101001"));
+    }
+}
