@@ -44,6 +44,7 @@ mod decode;
 mod error;
 pub mod frame;
 pub mod packet;
+pub mod tables;
 pub mod time;
 
 #[cfg(feature = "alloc")]

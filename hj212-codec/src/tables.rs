@@ -1183,7 +1183,8 @@ pub struct CommandInfo {
     /// Chinese name. For 2017 entries, the request name (or the only name) from Table 9 verbatim;
     /// for 2005 and 2025 entries, the name used by implementations (the texts were not available).
     pub name_zh: &'static str,
-    /// The Table 9 name of the site-to-platform upload under the same CN, if different.
+    /// The Chinese name of the site-to-platform direction under the same CN, if it has its own
+    /// (Table 9's 上传… names for 2017; the implementation's name for 2025's 1014).
     pub name_zh_upload: Option<&'static str>,
     /// How the command is exchanged.
     pub class: CommandClass,
