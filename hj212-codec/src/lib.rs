@@ -51,6 +51,8 @@ pub mod time;
 pub mod encode;
 #[cfg(feature = "alloc")]
 pub mod qn;
+#[cfg(feature = "alloc")]
+pub mod subpacket;
 
 pub use codes::{Command, DataFlag, ExeRtn, QnRtn, Suffix};
 pub use cp::{Cp, Group, Pair};
