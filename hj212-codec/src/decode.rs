@@ -83,6 +83,9 @@ impl<'a> Decoded<'a> {
                 let at = 6 + packet.header_str().len();
                 return Err(Error::new(ErrorKind::MisplacedCp, at));
             }
+            if d.contains(Deviations::HEADER_COMMA) {
+                return Err(Error::new(ErrorKind::MalformedField, 6 + packet.header_comma_offset()));
+            }
             if d.contains(Deviations::UNTERMINATED_CP) {
                 return Err(Error::new(ErrorKind::UnterminatedCp, f.crc_offset()));
             }

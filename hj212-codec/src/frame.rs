@@ -58,8 +58,10 @@ impl Deviations {
     pub const UNTERMINATED_CP: Self = Self(1 << 5);
     /// `CP=&&` does not start a field (`Flag=5CP=&&`).
     pub const MISPLACED_CP: Self = Self(1 << 6);
+    /// A header field is separated by `,` instead of `;` (`QN=…534,ST=32`, Appendix C.22).
+    pub const HEADER_COMMA: Self = Self(1 << 7);
 
-    const NAMES: [(Self, &'static str); 7] = [
+    const NAMES: [(Self, &'static str); 8] = [
         (Self::LENGTH_MISMATCH, "length_mismatch"),
         (Self::OVER_1024, "over_1024"),
         (Self::BARE_LF, "bare_lf"),
@@ -67,6 +69,7 @@ impl Deviations {
         (Self::NON_STANDARD_CRC, "non_standard_crc"),
         (Self::UNTERMINATED_CP, "unterminated_cp"),
         (Self::MISPLACED_CP, "misplaced_cp"),
+        (Self::HEADER_COMMA, "header_comma"),
     ];
 
     /// True when no deviation is set.
@@ -260,7 +263,7 @@ impl Splitter {
             return Split::Incomplete;
         }
         if !buf.starts_with(b"##") {
-            return skip_garbage(buf);
+            return skip_garbage(buf, eof);
         }
         if buf.len() < 6 {
             if buf[2..].iter().all(u8::is_ascii_digit) {
@@ -285,31 +288,37 @@ impl Splitter {
         let window_end = buf.len().min(6 + self.config.max_data_len + 7);
         let window = &buf[6..window_end];
         let newline = memchr::memchr(b'\n', window).map(|i| 6 + i);
-        // Rule 3: a new frame starts before this one ended.
-        if let Some(next) = next_frame_start(&buf[..newline.unwrap_or(buf.len())], 2) {
-            return broken(next, ErrorKind::Truncated);
+        let candidate = newline.and_then(|nl| line_frame(buf, declared, nl).map(|f| (nl, f)));
+        // A candidate whose CRC verifies is a frame whatever else the buffer holds.
+        if let Some((_, frame)) = candidate {
+            if CrcPolicy::Auto.check(frame.data(), frame.crc_received()).is_ok() {
+                return Split::Frame(frame);
+            }
         }
-        match newline {
-            Some(nl) => {
-                let Some(frame) = line_frame(buf, declared, nl) else {
-                    // A line that does not end in a CRC: if it could not be an encrypted frame's
-                    // data, drop it through its line feed.
-                    if have_declared || eof || followed_by_frame(buf, nl) {
-                        return broken(nl + 1, ErrorKind::BadCrcField);
-                    }
-                    return Split::Incomplete;
-                };
-                if have_declared
-                    || eof
-                    || followed_by_frame(buf, nl)
-                    || CrcPolicy::Auto.check(frame.data(), frame.crc_received()).is_ok()
-                {
-                    Split::Frame(frame)
+        // Rule 3: a new frame starts before this one ended. A `##` + four digits may also sit
+        // inside a value of a frame still arriving, so cut only once this frame cannot grow into
+        // its declared length any more, or a line feed has arrived.
+        if let Some(next) = next_frame_start(&buf[..newline.unwrap_or(buf.len())], 2) {
+            return if have_declared || eof || newline.is_some() {
+                broken(next, ErrorKind::Truncated)
+            } else {
+                Split::Incomplete
+            };
+        }
+        match (newline, candidate) {
+            (Some(nl), Some((_, frame))) => {
+                if have_declared || eof || followed_by_frame(buf, nl) { Split::Frame(frame) } else { Split::Incomplete }
+            }
+            // A line that does not end in a CRC: if it could not be an encrypted frame's data,
+            // drop it through its line feed.
+            (Some(nl), None) => {
+                if have_declared || eof || followed_by_frame(buf, nl) {
+                    broken(nl + 1, ErrorKind::BadCrcField)
                 } else {
                     Split::Incomplete
                 }
             }
-            None => {
+            (None, _) => {
                 if eof || window_end == 6 + self.config.max_data_len + 7 {
                     return broken(buf.len().min(window_end), ErrorKind::Truncated);
                 }
@@ -323,11 +332,11 @@ fn broken(len: usize, kind: ErrorKind) -> Split<'static> {
     Split::Skip { len, reason: SkipReason::Broken(kind) }
 }
 
-/// Skips everything before the next `##`, keeping a trailing `#`.
-fn skip_garbage(buf: &[u8]) -> Split<'_> {
+/// Skips everything before the next `##`, keeping a trailing `#` until the stream ends.
+fn skip_garbage(buf: &[u8], eof: bool) -> Split<'_> {
     let len = match memchr::memmem::find(&buf[1..], b"##") {
         Some(i) => i + 1,
-        None if buf.ends_with(b"#") => buf.len() - 1,
+        None if buf.ends_with(b"#") && !eof => buf.len() - 1,
         None => buf.len(),
     };
     if len == 0 { Split::Incomplete } else { Split::Skip { len, reason: SkipReason::Garbage } }

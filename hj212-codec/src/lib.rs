@@ -50,6 +50,8 @@ pub mod time;
 #[cfg(feature = "alloc")]
 pub mod encode;
 #[cfg(feature = "alloc")]
+pub mod message;
+#[cfg(feature = "alloc")]
 pub mod qn;
 #[cfg(feature = "alloc")]
 pub mod subpacket;

@@ -122,6 +122,7 @@ pub struct Packet<'a> {
     flag: Option<Flag>,
     pnum: Option<u16>,
     pno: Option<u16>,
+    first_comma: usize,
 }
 
 impl<'a> Packet<'a> {
@@ -160,6 +161,7 @@ impl<'a> Packet<'a> {
             flag: None,
             pnum: None,
             pno: None,
+            first_comma: 0,
         };
         packet.parse_header()?;
         Ok(packet)
@@ -168,7 +170,11 @@ impl<'a> Packet<'a> {
     fn parse_header(&mut self) -> Result<(), Error> {
         let header = &self.data[..self.header_end];
         let mut pos = 0;
-        for field in header.split(';') {
+        if let Some(comma) = memchr::memchr(b',', header.as_bytes()) {
+            self.deviations.insert(Deviations::HEADER_COMMA);
+            self.first_comma = comma;
+        }
+        for field in header.split([';', ',']) {
             let at = pos;
             pos += field.len() + 1;
             if field.trim().is_empty() {
@@ -226,10 +232,17 @@ impl<'a> Packet<'a> {
         &self.data[..self.header_end]
     }
 
+    /// Offset in the data segment of the first `,` used as a header separator (see
+    /// [`Deviations::HEADER_COMMA`]); 0 when there is none.
+    #[must_use]
+    pub const fn header_comma_offset(&self) -> usize {
+        self.first_comma
+    }
+
     /// The header fields in the order received, as `(name, value)` with spaces trimmed.
     pub fn header_fields(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
         self.header_str()
-            .split(';')
+            .split([';', ','])
             .filter(|f| !f.trim().is_empty())
             .filter_map(|f| f.split_once('='))
             .map(|(n, v)| (n.trim(), v.trim()))
