@@ -15,3 +15,7 @@
 extern crate alloc;
 
 pub mod modbus;
+pub mod profile;
+#[cfg(feature = "alloc")]
+pub mod sim;
+pub mod stats;

@@ -192,8 +192,14 @@ mod tests {
     fn invalid_points_are_reported_by_index() {
         let mut out = [p(0, H, 0, 0); 3];
         let cfg = CoalesceConfig::default();
-        assert_eq!(coalesce(&[p(1, H, 0, 1), p(1, H, 0, 126)], &cfg, &mut out), Err(CoalesceError::InvalidPoint { index: 1 }));
-        assert_eq!(coalesce(&[p(1, FunctionCode::WriteSingleRegister, 0, 1)], &cfg, &mut out), Err(CoalesceError::InvalidPoint { index: 0 }));
+        assert_eq!(
+            coalesce(&[p(1, H, 0, 1), p(1, H, 0, 126)], &cfg, &mut out),
+            Err(CoalesceError::InvalidPoint { index: 1 })
+        );
+        assert_eq!(
+            coalesce(&[p(1, FunctionCode::WriteSingleRegister, 0, 1)], &cfg, &mut out),
+            Err(CoalesceError::InvalidPoint { index: 0 })
+        );
         assert_eq!(coalesce(&[p(1, H, 0xFFFF, 2)], &cfg, &mut out), Err(CoalesceError::InvalidPoint { index: 0 }));
         assert_eq!(coalesce(&[p(1, H, 0, 1); 4], &cfg, &mut out), Err(CoalesceError::OutputFull));
     }

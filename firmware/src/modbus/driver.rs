@@ -16,8 +16,8 @@ use embedded_io::{Read, ReadReady, Write};
 
 use super::coalesce::ReadBlock;
 use super::frame::{
-    encode_request, finish_response, parse_response, EncodeError, Exception, Expect, FrameError, FrameErrorKind,
-    Parsed, Request, Response, ResponseError, MAX_ADU_LEN,
+    EncodeError, Exception, Expect, FrameError, FrameErrorKind, MAX_ADU_LEN, Parsed, Request, Response, ResponseError,
+    encode_request, finish_response, parse_response,
 };
 use super::health::HealthTable;
 use super::timing::Timing;
@@ -43,7 +43,13 @@ impl MasterConfig {
     /// Defaults for `baud`.
     pub const fn new(baud: u32) -> Self {
         let timing = Timing::from_baud(baud);
-        Self { timing, response_timeout_us: 1_000_000, retries: 2, inter_request_delay_us: 20_000, poll_step_us: timing.char_us }
+        Self {
+            timing,
+            response_timeout_us: 1_000_000,
+            retries: 2,
+            inter_request_delay_us: 20_000,
+            poll_step_us: timing.char_us,
+        }
     }
 }
 
@@ -143,7 +149,20 @@ pub(crate) struct Core {
 
 impl Core {
     pub(crate) const fn new(config: MasterConfig) -> Self {
-        Self { config, stats: MasterStats { requests: 0, responses: 0, retries: 0, timeouts: 0, crc_errors: 0, exceptions: 0, noise_bytes: 0 }, tx: [0; MAX_ADU_LEN], rx: [0; MAX_ADU_LEN] }
+        Self {
+            config,
+            stats: MasterStats {
+                requests: 0,
+                responses: 0,
+                retries: 0,
+                timeouts: 0,
+                crc_errors: 0,
+                exceptions: 0,
+                noise_bytes: 0,
+            },
+            tx: [0; MAX_ADU_LEN],
+            rx: [0; MAX_ADU_LEN],
+        }
     }
 
     pub(crate) fn encode<E>(&mut self, unit: u8, request: &Request<'_>) -> Result<(usize, Expect), Error<E>> {
@@ -183,7 +202,10 @@ impl Core {
     pub(crate) fn response<E>(&self, expect: &Expect, n: usize) -> Result<Response<'_>, Error<E>> {
         match parse_response(expect, &self.rx[..n]) {
             Ok(Parsed::Complete { response, .. }) => Ok(response),
-            Ok(Parsed::Partial { .. }) => Err(Error::Frame(FrameError { kind: FrameErrorKind::ShortFrame { expected: expect.response_len(), got: n }, offset: 0 })),
+            Ok(Parsed::Partial { .. }) => Err(Error::Frame(FrameError {
+                kind: FrameErrorKind::ShortFrame { expected: expect.response_len(), got: n },
+                offset: 0,
+            })),
             Err(e) => Err(e.into()),
         }
     }
@@ -275,9 +297,19 @@ where
     ///
     /// # Errors
     /// As [`Master::transact`].
-    pub fn read_registers(&mut self, unit: u8, input: bool, address: u16, out: &mut [u16]) -> Result<usize, Error<IO::Error>> {
+    pub fn read_registers(
+        &mut self,
+        unit: u8,
+        input: bool,
+        address: u16,
+        out: &mut [u16],
+    ) -> Result<usize, Error<IO::Error>> {
         let count = out.len() as u16;
-        let request = if input { Request::ReadInputRegisters { address, count } } else { Request::ReadHoldingRegisters { address, count } };
+        let request = if input {
+            Request::ReadInputRegisters { address, count }
+        } else {
+            Request::ReadHoldingRegisters { address, count }
+        };
         match self.transact(unit, &request)? {
             Response::Registers(r) => Ok(r.copy_to(out)),
             _ => Ok(0),

@@ -8,7 +8,7 @@
 //! built on `tokio::time::sleep`. Reads must be cancel-safe (tokio's are): a read that loses the race
 //! against the timeout is dropped.
 
-use core::future::{poll_fn, Future};
+use core::future::{Future, poll_fn};
 use core::pin::pin;
 use core::task::Poll;
 
@@ -17,8 +17,8 @@ use embedded_hal_async::delay::DelayNs;
 use embedded_io_async::{Read, Write};
 
 use super::coalesce::ReadBlock;
-use super::driver::{step, Core, Error, MasterConfig, MasterStats};
-use super::frame::{finish_response, EncodeError, Expect, Request, Response, ResponseError, MAX_ADU_LEN};
+use super::driver::{Core, Error, MasterConfig, MasterStats, step};
+use super::frame::{EncodeError, Expect, MAX_ADU_LEN, Request, Response, ResponseError, finish_response};
 use super::health::HealthTable;
 
 /// The async Modbus RTU master on a half-duplex RS-485 line.
@@ -36,7 +36,10 @@ enum Race<T> {
 }
 
 /// Polls `read` and `timeout`; whichever is ready first wins (the read when both are).
-async fn race<T>(read: impl Future<Output = T>, timeout: &mut core::pin::Pin<&mut impl Future<Output = ()>>) -> Race<T> {
+async fn race<T>(
+    read: impl Future<Output = T>,
+    timeout: &mut core::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Race<T> {
     let mut read = pin!(read);
     poll_fn(|cx| {
         if let Poll::Ready(v) = read.as_mut().poll(cx) {
@@ -53,10 +56,12 @@ async fn race<T>(read: impl Future<Output = T>, timeout: &mut core::pin::Pin<&mu
 /// Polls `fut` once: `Some` if it was ready at once.
 async fn now_or_never<T>(fut: impl Future<Output = T>) -> Option<T> {
     let mut fut = pin!(fut);
-    poll_fn(|cx| Poll::Ready(match fut.as_mut().poll(cx) {
-        Poll::Ready(v) => Some(v),
-        Poll::Pending => None,
-    }))
+    poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
     .await
 }
 
@@ -122,9 +127,19 @@ where
     ///
     /// # Errors
     /// As [`AsyncMaster::transact`].
-    pub async fn read_registers(&mut self, unit: u8, input: bool, address: u16, out: &mut [u16]) -> Result<usize, Error<IO::Error>> {
+    pub async fn read_registers(
+        &mut self,
+        unit: u8,
+        input: bool,
+        address: u16,
+        out: &mut [u16],
+    ) -> Result<usize, Error<IO::Error>> {
         let count = out.len() as u16;
-        let request = if input { Request::ReadInputRegisters { address, count } } else { Request::ReadHoldingRegisters { address, count } };
+        let request = if input {
+            Request::ReadInputRegisters { address, count }
+        } else {
+            Request::ReadHoldingRegisters { address, count }
+        };
         match self.transact(unit, &request).await? {
             Response::Registers(r) => Ok(r.copy_to(out)),
             _ => Ok(0),
@@ -196,7 +211,10 @@ where
     }
 
     #[allow(clippy::type_complexity)]
-    async fn receive(&mut self, expect: &Expect) -> Result<(Result<(usize, usize), ResponseError>, usize), Error<IO::Error>> {
+    async fn receive(
+        &mut self,
+        expect: &Expect,
+    ) -> Result<(Result<(usize, usize), ResponseError>, usize), Error<IO::Error>> {
         let mut n = 0;
         let timeout_us = self.core.config.response_timeout_us;
         let mut timeout = pin!(self.delay.delay_us(timeout_us));

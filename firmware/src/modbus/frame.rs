@@ -97,10 +97,7 @@ impl FunctionCode {
 
     /// True for the bit functions FC 01/02/05/15.
     pub const fn is_bit(self) -> bool {
-        matches!(
-            self,
-            Self::ReadCoils | Self::ReadDiscreteInputs | Self::WriteSingleCoil | Self::WriteMultipleCoils
-        )
+        matches!(self, Self::ReadCoils | Self::ReadDiscreteInputs | Self::WriteSingleCoil | Self::WriteMultipleCoils)
     }
 }
 
@@ -205,12 +202,8 @@ impl Request<'_> {
                 Shape::Echo { address, value: if value { 0xFF00 } else { 0x0000 } }
             }
             Self::WriteSingleRegister { address, value } => Shape::Echo { address, value },
-            Self::WriteMultipleCoils { address, values } => {
-                Shape::Echo { address, value: values.len() as u16 }
-            }
-            Self::WriteMultipleRegisters { address, values } => {
-                Shape::Echo { address, value: values.len() as u16 }
-            }
+            Self::WriteMultipleCoils { address, values } => Shape::Echo { address, value: values.len() as u16 },
+            Self::WriteMultipleRegisters { address, values } => Shape::Echo { address, value: values.len() as u16 },
         };
         Expect { unit, function, shape }
     }
@@ -301,7 +294,7 @@ fn check_range(address: u16, count: usize, max: u16) -> Result<(), EncodeError> 
 ///
 /// # Errors
 /// [`EncodeError`] when the count is out of range for the function, the range wraps past 0xFFFF, or
-/// `buf` is too short. Nothing is written in that case... except possibly a partial prefix.
+/// `buf` is too short. Nothing is written in that case.
 pub fn encode_request(unit: u8, request: &Request<'_>, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let (address, second, payload_len) = match *request {
         Request::ReadCoils { address, count } | Request::ReadDiscreteInputs { address, count } => {
@@ -736,7 +729,11 @@ pub fn parse_response<'a>(expect: &Expect, buf: &'a [u8]) -> Result<Parsed<'a>, 
                     }));
                 }
                 let data = &frame[3..3 + byte_count as usize];
-                if expect.function.is_bit() { Response::Bits(Bits::new(data)) } else { Response::Registers(Registers::new(data)) }
+                if expect.function.is_bit() {
+                    Response::Bits(Bits::new(data))
+                } else {
+                    Response::Registers(Registers::new(data))
+                }
             }
             Shape::Echo { address, value } => {
                 let got = (u16::from_be_bytes([frame[2], frame[3]]), u16::from_be_bytes([frame[4], frame[5]]));
@@ -809,7 +806,8 @@ pub fn finish_response(expect: &Expect, buf: &[u8]) -> ResponseError {
                 }
                 let (computed, received) = frame_crc(&rest[..need]);
                 if computed != received {
-                    first_crc.get_or_insert(FrameError { kind: FrameErrorKind::Crc { computed, received }, offset: start });
+                    first_crc
+                        .get_or_insert(FrameError { kind: FrameErrorKind::Crc { computed, received }, offset: start });
                 }
             }
             None => {
@@ -948,19 +946,28 @@ mod tests {
         let (frame, n) = with_crc(&[0x02, 0x03, 0x02, 0x00, 0x01]);
         assert!(matches!(
             parse_response(&expect, &frame[..n]),
-            Err(ResponseError::Frame(FrameError { kind: FrameErrorKind::WrongUnit { expected: 1, got: 2 }, offset: 0 }))
+            Err(ResponseError::Frame(FrameError {
+                kind: FrameErrorKind::WrongUnit { expected: 1, got: 2 },
+                offset: 0
+            }))
         ));
         let (frame, n) = with_crc(&[0x01, 0x04, 0x02, 0x00, 0x01]);
         assert!(matches!(
             parse_response(&expect, &frame[..n]),
-            Err(ResponseError::Frame(FrameError { kind: FrameErrorKind::WrongFunction { expected: 3, got: 4 }, offset: 1 }))
+            Err(ResponseError::Frame(FrameError {
+                kind: FrameErrorKind::WrongFunction { expected: 3, got: 4 },
+                offset: 1
+            }))
         ));
     }
 
     #[test]
     fn finish_names_timeout_short_frame_and_noise() {
         let expect = Request::ReadHoldingRegisters { address: 0, count: 2 }.expectation(1);
-        assert!(matches!(finish_response(&expect, &[]), ResponseError::Frame(FrameError { kind: FrameErrorKind::Timeout, .. })));
+        assert!(matches!(
+            finish_response(&expect, &[]),
+            ResponseError::Frame(FrameError { kind: FrameErrorKind::Timeout, .. })
+        ));
         assert!(matches!(
             finish_response(&expect, &[0xAA, 0x01, 0x03, 0x04, 0x00]),
             ResponseError::Frame(FrameError { kind: FrameErrorKind::ShortFrame { expected: 9, got: 4 }, offset: 1 })

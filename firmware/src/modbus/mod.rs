@@ -5,7 +5,7 @@
 //! per GB/T 19582-2008. Layering, from the bytes up:
 //! - [`frame`]: encode requests into a caller buffer; parse answers, resynchronising after noise;
 //! - [`timing`]: t1.5, t3.5 and turnaround from the baud rate;
-//! - [`coalesce`]: merge a poll list into few reads;
+//! - [`coalesce`](mod@coalesce): merge a poll list into few reads;
 //! - [`health`]: per-device communication state, back-off, and i12002;
 //! - [`Master`] / [`AsyncMaster`]: the drivers.
 //!
@@ -18,14 +18,14 @@ pub mod frame;
 pub mod health;
 pub mod timing;
 
-pub use coalesce::{coalesce, CoalesceConfig, CoalesceError, ReadBlock};
 #[cfg(feature = "alloc")]
 pub use coalesce::coalesce_vec;
+pub use coalesce::{CoalesceConfig, CoalesceError, ReadBlock, coalesce};
 pub use driver::{Error, Master, MasterConfig, MasterStats};
 pub use driver_async::AsyncMaster;
 pub use frame::{
-    crc16, encode_request, finish_response, parse_response, Bits, EncodeError, Exception, ExceptionCode, Expect,
-    FrameError, FrameErrorKind, FunctionCode, Parsed, Registers, Request, Response, ResponseError, Shape,
+    Bits, EncodeError, Exception, ExceptionCode, Expect, FrameError, FrameErrorKind, FunctionCode, Parsed, Registers,
+    Request, Response, ResponseError, Shape, crc16, encode_request, finish_response, parse_response,
 };
 pub use health::{CommState, DeviceHealth, HealthConfig, HealthTable};
 pub use timing::Timing;
