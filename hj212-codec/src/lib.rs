@@ -54,6 +54,8 @@ pub mod message;
 #[cfg(feature = "alloc")]
 pub mod qn;
 #[cfg(feature = "alloc")]
+pub mod log;
+#[cfg(feature = "alloc")]
 pub mod subpacket;
 
 pub use codes::{Command, DataFlag, ExeRtn, QnRtn, Suffix};
