@@ -49,9 +49,10 @@ impl<'a> Cp<'a> {
         Groups { text: self.text, pos: 0, base: self.offset, done: self.text.is_empty() }
     }
 
-    /// Every pair of every group, in order.
-    pub fn pairs(&self) -> impl Iterator<Item = Pair<'a>> + use<'a> {
-        self.groups().flat_map(|g| g.pairs())
+    /// Every pair of every group, in order (one pass over the text).
+    #[must_use]
+    pub fn pairs(&self) -> Pairs<'a> {
+        Pairs { text: self.text, pos: 0, base: self.offset, done: self.text.is_empty() }
     }
 
     /// The value of the first pair whose trimmed key is `key`.
@@ -106,16 +107,19 @@ impl<'a> Pair<'a> {
         }
     }
 
+
     /// The key with surrounding spaces removed.
     #[must_use]
+    #[inline]
     pub fn key(&self) -> &'a str {
-        self.raw_key.trim()
+        trim(self.raw_key)
     }
 
     /// The value with surrounding spaces removed; `None` when the pair has no `=`.
     #[must_use]
+    #[inline]
     pub fn value(&self) -> Option<&'a str> {
-        self.raw_value.map(str::trim)
+        self.raw_value.map(trim)
     }
 
     /// The key exactly as received.
@@ -154,33 +158,54 @@ impl<'a> Pair<'a> {
     }
 }
 
-/// Finds the end of a token that stops at any byte in `seps`, jumping over `//…//` values.
-fn token_end(text: &str, from: usize, seps: &[u8]) -> usize {
-    let bytes = text.as_bytes();
-    let mut i = from;
-    let mut after_eq = false;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if after_eq && b == b'/' && bytes.get(i + 1) == Some(&b'/') {
-            // A log value: run to the closing `//`, or to the end when it is missing.
-            match memchr::memmem::find(&bytes[i + 2..], b"//") {
-                Some(j) => i += 2 + j + 2,
-                None => return bytes.len(),
-            }
-            after_eq = false;
-            continue;
-        }
-        if seps.contains(&b) {
-            return i;
-        }
-        if b == b'=' {
-            after_eq = true;
-        } else if b != b' ' {
-            after_eq = false;
-        }
-        i += 1;
+/// One pair found by [`scan_pair`]: key end, whether there is a `=`, pair end, and the
+/// separator that ends it (`;`, `,`, or 0 at the end of the text).
+#[derive(Clone, Copy)]
+struct Scanned {
+    key_end: usize,
+    has_value: bool,
+    end: usize,
+    sep: u8,
+}
+
+/// Reads one pair starting at `start`: the key runs to the first `=`, `;` or `,`; the value runs
+/// to the next `;` or `,`, except that a value starting with `//` (after spaces) runs to the
+/// closing `//` first. One pass, one table lookup per byte.
+#[inline]
+fn scan_pair(b: &[u8], start: usize) -> Scanned {
+    let len = b.len();
+    let mut i = crate::scan::find3(b, start, b'=', b';', b',');
+    if i == len {
+        return Scanned { key_end: i, has_value: false, end: i, sep: 0 };
     }
-    bytes.len()
+    if b[i] != b'=' {
+        return Scanned { key_end: i, has_value: false, end: i, sep: b[i] };
+    }
+    let key_end = i;
+    i += 1;
+    let mut j = i;
+    while j < len && b[j] == b' ' {
+        j += 1;
+    }
+    if j + 1 < len && b[j] == b'/' && b[j + 1] == b'/' {
+        // A log value: run to the closing `//`, or to the end when it is missing.
+        i = match memchr::memmem::find(&b[j + 2..], b"//") {
+            Some(k) => j + 2 + k + 2,
+            None => len,
+        };
+    }
+    let i = crate::scan::find2(b, i.min(len), b';', b',');
+    Scanned { key_end, has_value: true, end: i, sep: if i < len { b[i] } else { 0 } }
+}
+
+/// Trims ASCII spaces (and, rarely, other white space) from both ends.
+#[inline]
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) if f > b' ' && l > b' ' && f < 0x80 && l < 0x80 => s,
+        _ => s.trim(),
+    }
 }
 
 /// Iterator over the groups of a [`Cp`].
@@ -199,18 +224,27 @@ impl<'a> Iterator for Groups<'a> {
         if self.done {
             return None;
         }
-        let end = token_end(self.text, self.pos, b";");
-        let group = Group { text: &self.text[self.pos..end], offset: self.base + self.pos };
-        if end >= self.text.len() {
-            self.done = true;
-        } else {
-            self.pos = end + 1;
+        let b = self.text.as_bytes();
+        let start = self.pos;
+        let mut at = start;
+        loop {
+            let s = scan_pair(b, at);
+            match s.sep {
+                b',' => at = s.end + 1,
+                b';' => {
+                    self.pos = s.end + 1;
+                    return Some(Group { text: &self.text[start..s.end], offset: self.base + start });
+                }
+                _ => {
+                    self.done = true;
+                    return Some(Group { text: &self.text[start..s.end], offset: self.base + start });
+                }
+            }
         }
-        Some(group)
     }
 }
 
-/// Iterator over the pairs of a [`Group`].
+/// Iterator over pairs: of one [`Group`], or of a whole [`Cp`] across its groups.
 #[derive(Debug, Clone)]
 pub struct Pairs<'a> {
     text: &'a str,
@@ -222,16 +256,23 @@ pub struct Pairs<'a> {
 impl<'a> Iterator for Pairs<'a> {
     type Item = Pair<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Pair<'a>> {
         if self.done {
             return None;
         }
-        let end = token_end(self.text, self.pos, b",");
-        let pair = Pair::parse(&self.text[self.pos..end], self.base + self.pos);
-        if end >= self.text.len() {
+        let b = self.text.as_bytes();
+        let start = self.pos;
+        let s = scan_pair(b, start);
+        let pair = Pair {
+            raw_key: &self.text[start..s.key_end],
+            raw_value: if s.has_value { Some(&self.text[s.key_end + 1..s.end]) } else { None },
+            offset: self.base + start,
+        };
+        if s.sep == 0 {
             self.done = true;
         } else {
-            self.pos = end + 1;
+            self.pos = s.end + 1;
         }
         Some(pair)
     }

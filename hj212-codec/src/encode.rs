@@ -33,29 +33,48 @@ impl OwnedPair {
 }
 
 /// A packet that owns its text, for building, storing and re-encoding.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+///
+/// Two packets are equal when they write the same data segment.
+#[derive(Debug, Clone, Default)]
 pub struct OwnedPacket {
-    /// Header fields before `CP`, in order, as written.
+    /// Header fields before `CP`, in order, as written (blank fields left out).
     pub header: Vec<(String, String)>,
     /// `CP` groups (separated by `;`) of pairs (separated by `,`), in order.
     pub cp: Vec<Vec<OwnedPair>>,
-    /// False when the received `CP` had no closing `&&` (kept so the bytes round-trip).
+    /// True when the received `CP` had no closing `&&` (kept so the bytes round-trip).
     pub cp_unterminated: bool,
+    /// The header text as received, written back verbatim while [`OwnedPacket::header`] still
+    /// reads the same from it (blank fields, spaces and `,` separators survive).
+    raw_header: Option<String>,
+}
+
+impl PartialEq for OwnedPacket {
+    fn eq(&self, other: &Self) -> bool {
+        self.data_segment() == other.data_segment()
+    }
+}
+
+impl Eq for OwnedPacket {}
+
+impl core::hash::Hash for OwnedPacket {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.data_segment().hash(state);
+    }
+}
+
+/// The fields of a header text: split at `;` and `,`, blank and `=`-less segments left out.
+fn header_fields(raw: &str) -> Vec<(String, String)> {
+    raw.split([';', ','])
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl OwnedPacket {
     /// Copies a parsed packet, keeping every byte of its data segment.
     #[must_use]
     pub fn from_packet(p: &Packet<'_>) -> Self {
-        let header = p
-            .header_str()
-            .split(';')
-            .filter(|f| !f.is_empty())
-            .map(|f| match f.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (f.to_string(), String::new()),
-            })
-            .collect();
+        let header = header_fields(p.header_str());
         let cp = p
             .cp()
             .groups()
@@ -65,7 +84,12 @@ impl OwnedPacket {
                     .collect()
             })
             .collect();
-        Self { header, cp, cp_unterminated: p.deviations().contains(crate::frame::Deviations::UNTERMINATED_CP) }
+        Self {
+            header,
+            cp,
+            cp_unterminated: p.deviations().contains(crate::frame::Deviations::UNTERMINATED_CP),
+            raw_header: Some(p.header_str().to_string()),
+        }
     }
 
     /// A packet with the 2017 header `QN;ST;CN;PW;MN;Flag` (fields given as `None` are left out).
@@ -82,7 +106,7 @@ impl OwnedPacket {
         if let Some(flag) = flag {
             header.push(("Flag".into(), flag.0.to_string()));
         }
-        Self { header, cp: Vec::new(), cp_unterminated: false }
+        Self { header, cp: Vec::new(), cp_unterminated: false, raw_header: None }
     }
 
     /// The value of the header field `name` (names compared after trimming).
@@ -137,6 +161,11 @@ impl OwnedPacket {
     #[must_use]
     pub fn data_segment(&self) -> String {
         let mut out = String::with_capacity(128);
+        if let Some(raw) = self.raw_header.as_deref().filter(|raw| header_fields(raw) == self.header) {
+            out.push_str(raw);
+            self.write_cp(&mut out);
+            return out;
+        }
         for (k, v) in &self.header {
             out.push_str(k);
             out.push('=');
@@ -221,6 +250,20 @@ pub fn frame(data: &[u8], variant: CrcVariant, lowercase: bool) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::packet::Version;
+
+    #[test]
+    fn odd_headers_are_written_back_as_received() {
+        for seg in ["ST=32;;CN=1062;CP=&&a=1&&", "ST=32; ;CN=1062;CP=&&a=1&&", "ST=32;CN=1062; CP=&&a=1&&", "QN=1,ST=32;CN=1062;CP=&&a=1;;b&&"] {
+            let p = Packet::parse(seg.as_bytes()).unwrap();
+            let mut owned = OwnedPacket::from_packet(&p);
+            assert_eq!(owned.data_segment(), seg);
+            assert_eq!(owned.field("CN"), Some("1062"));
+            // An edit falls back to the canonical form.
+            owned.set_field("CN", "1061");
+            assert!(owned.data_segment().contains(";CN=1061;"));
+            assert!(!owned.data_segment().split("CP=").next().unwrap().contains(";;"));
+        }
+    }
 
     #[test]
     fn builds_the_appendix_a_example() {

@@ -34,7 +34,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
-#[cfg(feature = "alloc")]
+#[cfg(any(feature = "alloc", test))]
 extern crate alloc;
 
 pub mod codes;
@@ -44,6 +44,7 @@ mod decode;
 mod error;
 pub mod frame;
 pub mod packet;
+mod scan;
 pub mod tables;
 pub mod time;
 
@@ -57,6 +58,8 @@ pub mod qn;
 pub mod log;
 #[cfg(feature = "alloc")]
 pub mod subpacket;
+#[cfg(feature = "alloc")]
+pub mod session;
 
 pub use codes::{Command, DataFlag, ExeRtn, QnRtn, Suffix};
 pub use cp::{Cp, Group, Pair};

@@ -189,7 +189,7 @@ pub fn escape(bytes: &[u8], out: &mut String) {
             Err(e) => {
                 // The prefix up to valid_up_to() is UTF-8 by definition.
                 let v = core::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or("");
-                (v, e.error_len().unwrap_or(rest.len() - e.valid_up_to()))
+                (v, e.error_len().unwrap_or_else(|| rest.len() - e.valid_up_to()))
             }
         };
         for c in valid.chars() {

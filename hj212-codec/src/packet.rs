@@ -134,25 +134,12 @@ impl<'a> Packet<'a> {
     /// Invalid UTF-8, no `CP=&&`, bytes after `CP`'s closing `&&`, a header field without `=`,
     /// a missing `ST` or `CN`, or a `Flag`, `PNUM` or `PNO` that is not a number.
     pub fn parse(data: &'a [u8]) -> Result<Self, Error> {
-        let data = core::str::from_utf8(data)
-            .map_err(|e| Error::new(ErrorKind::InvalidUtf8, e.valid_up_to()))?;
-        let (header_end, misplaced) = find_cp(data)?;
-        let mut deviations = if misplaced { Deviations::MISPLACED_CP } else { Deviations::NONE };
-        let area_start = header_end + 5;
-        let rest = &data[area_start..];
-        let area_end = match memchr::memmem::rfind(rest.as_bytes(), b"&&") {
-            Some(i) if i + 2 == rest.len() => area_start + i,
-            Some(i) => return Err(Error::new(ErrorKind::TrailingData, area_start + i + 2)),
-            None => {
-                deviations.insert(Deviations::UNTERMINATED_CP);
-                data.len()
-            }
-        };
+        let data = core::str::from_utf8(data).map_err(|e| Error::new(ErrorKind::InvalidUtf8, e.valid_up_to()))?;
         let mut packet = Self {
             data,
-            header_end,
-            cp: Cp::new(&data[area_start..area_end], area_start),
-            deviations,
+            header_end: 0,
+            cp: Cp::default(),
+            deviations: Deviations::NONE,
             qn: None,
             st: None,
             cn: None,
@@ -163,59 +150,112 @@ impl<'a> Packet<'a> {
             pno: None,
             first_comma: 0,
         };
-        packet.parse_header()?;
+        let header_end = packet.parse_header()?;
+        packet.header_end = header_end;
+        let area_start = header_end + 5;
+        let rest = &data.as_bytes()[area_start..];
+        let area_end = if rest.ends_with(b"&&") {
+            data.len() - 2
+        } else {
+            match memchr::memmem::rfind(rest, b"&&") {
+                Some(i) => return Err(Error::new(ErrorKind::TrailingData, area_start + i + 2)),
+                None => {
+                    packet.deviations.insert(Deviations::UNTERMINATED_CP);
+                    data.len()
+                }
+            }
+        };
+        packet.cp = Cp::new(&data[area_start..area_end], area_start);
         Ok(packet)
     }
 
-    fn parse_header(&mut self) -> Result<(), Error> {
-        let header = &self.data[..self.header_end];
+    /// Walks the header fields once, up to `CP=&&`; returns the offset of `CP`.
+    fn parse_header(&mut self) -> Result<usize, Error> {
+        let data = self.data;
+        let b = data.as_bytes();
+        let len = b.len();
         let mut pos = 0;
-        if let Some(comma) = memchr::memchr(b',', header.as_bytes()) {
-            self.deviations.insert(Deviations::HEADER_COMMA);
-            self.first_comma = comma;
-        }
-        for field in header.split([';', ',']) {
-            let at = pos;
-            pos += field.len() + 1;
-            if field.trim().is_empty() {
-                continue;
+        let cp_at = loop {
+            if pos >= len {
+                return Err(Error::new(ErrorKind::MissingCp, 0));
             }
-            let Some((name, value)) = field.split_once('=') else {
-                return Err(Error::new(ErrorKind::MalformedField, at));
-            };
-            let value_at = at + name.len() + 1;
-            let value = value.trim();
-            match name.trim() {
-                "QN" => set_once(&mut self.qn, value),
-                "ST" => set_once(&mut self.st, value),
-                "CN" => set_once(&mut self.cn, value),
-                "PW" => set_once(&mut self.pw, value),
-                "MN" => set_once(&mut self.mn, value),
-                "Flag" => {
-                    let v = parse_num(value, value_at, "Flag")?;
-                    let v = u8::try_from(v).map_err(|_| Error::new(ErrorKind::InvalidField("Flag"), value_at))?;
-                    self.flag.get_or_insert(Flag(v));
-                }
-                "PNUM" => {
-                    let v = parse_num(value, value_at, "PNUM")?;
-                    self.pnum.get_or_insert(v);
-                }
-                "PNO" => {
-                    let v = parse_num(value, value_at, "PNO")?;
-                    self.pno.get_or_insert(v);
-                }
-                _ => {}
+            let mut start = pos;
+            while start < len && b[start] == b' ' {
+                start += 1;
             }
-        }
+            if b[start..].starts_with(b"CP=&&") {
+                break start;
+            }
+            // Fields are short: a plain loop beats a vectorised search here.
+            let mut end = crate::scan::find3(b, pos, b';', b',', b'&');
+            let amp = end < len && b[end] == b'&';
+            if amp {
+                end = crate::scan::find2(b, end, b';', b',');
+            }
+            // `&` never belongs to a header field: `CP=&&` without a `;` before it (C.19).
+            let mut field_end = end;
+            let mut misplaced = None;
+            if amp {
+                if let Some(i) = memchr::memmem::find(&b[pos..end], b"CP=&&") {
+                    field_end = pos + i;
+                    misplaced = Some(pos + i);
+                }
+            }
+            self.header_field(pos, field_end)?;
+            if let Some(at) = misplaced {
+                self.deviations.insert(Deviations::MISPLACED_CP);
+                break at;
+            }
+            if end < len && b[end] == b',' && !self.deviations.contains(Deviations::HEADER_COMMA) {
+                self.deviations.insert(Deviations::HEADER_COMMA);
+                self.first_comma = end;
+            }
+            pos = end + 1;
+        };
         if self.st.is_none() {
-            return Err(Error::new(ErrorKind::MissingField("ST"), self.header_end));
+            return Err(Error::new(ErrorKind::MissingField("ST"), cp_at));
         }
         let Some(cn) = self.cn else {
-            return Err(Error::new(ErrorKind::MissingField("CN"), self.header_end));
+            return Err(Error::new(ErrorKind::MissingField("CN"), cp_at));
         };
         if cn.is_empty() || !cn.bytes().all(|b| b.is_ascii_digit()) {
-            let at = memchr::memmem::find(header.as_bytes(), b"CN=").map_or(0, |i| i + 3);
+            let at = memchr::memmem::find(&b[..cp_at], b"CN=").map_or(0, |i| i + 3);
             return Err(Error::new(ErrorKind::InvalidField("CN"), at));
+        }
+        Ok(cp_at)
+    }
+
+    /// Reads the header field `data[at..end]`.
+    fn header_field(&mut self, at: usize, end: usize) -> Result<(), Error> {
+        let field = &self.data[at..end];
+        let Some(eq) = field.bytes().position(|b| b == b'=') else {
+            if field.bytes().all(|b| b == b' ') {
+                return Ok(());
+            }
+            return Err(Error::new(ErrorKind::MalformedField, at));
+        };
+        let value_at = at + eq + 1;
+        let value = trim_spaces(&field[eq + 1..]);
+        match trim_spaces(&field[..eq]).as_bytes() {
+            b"QN" => set_once(&mut self.qn, value),
+            b"ST" => set_once(&mut self.st, value),
+            b"CN" => set_once(&mut self.cn, value),
+            b"PW" => set_once(&mut self.pw, value),
+            b"MN" => set_once(&mut self.mn, value),
+            b"Flag" => {
+                let v = parse_num(value, value_at, "Flag")?;
+                let v = u8::try_from(v).map_err(|_| Error::new(ErrorKind::InvalidField("Flag"), value_at))?;
+                self.flag.get_or_insert(Flag(v));
+            }
+            b"PNUM" => {
+                let v = parse_num(value, value_at, "PNUM")?;
+                self.pnum.get_or_insert(v);
+            }
+            b"PNO" => {
+                let v = parse_num(value, value_at, "PNO")?;
+                self.pno.get_or_insert(v);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -350,25 +390,13 @@ fn parse_num(value: &str, at: usize, name: &'static str) -> Result<u16, Error> {
     value.parse().map_err(|_| Error::new(ErrorKind::InvalidField(name), at))
 }
 
-/// Finds `CP=&&` at a field boundary; falls back to anywhere (reported as misplaced).
-fn find_cp(data: &str) -> Result<(usize, bool), Error> {
-    let bytes = data.as_bytes();
-    let finder = memchr::memmem::Finder::new(b"CP=&&");
-    let mut first_anywhere = None;
-    let mut from = 0;
-    while let Some(i) = finder.find(&bytes[from..]) {
-        let at = from + i;
-        // Spaces before the name are tolerated, as in the standard's own examples.
-        let before = data[..at].trim_end_matches(' ');
-        if before.is_empty() || before.ends_with(';') {
-            return Ok((at, false));
-        }
-        first_anywhere.get_or_insert(at);
-        from = at + 1;
-    }
-    match first_anywhere {
-        Some(at) => Ok((at, true)),
-        None => Err(Error::new(ErrorKind::MissingCp, 0)),
+/// Trims ASCII spaces, as the standard's own examples need (`CP=&& PolId`, `i12003-Info =0`).
+#[inline]
+fn trim_spaces(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) if f != b' ' && l != b' ' => s,
+        _ => s.trim_matches(' '),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Every HJ 212-2017 Appendix C example (Section B of the golden vectors) as a golden test, by CN:
 //! the packet decodes strictly, reads as the typed message its role calls for, and the typed
 //! message written back gives the standard's data segment.
+#![cfg(feature = "alloc")]
 
 use hj212_codec::message::{Header, Message};
 use hj212_codec::{Command, DecodeOptions, Decoded, ExeRtn, QnRtn, Split, Splitter};

@@ -1,4 +1,5 @@
 //! Data-driven tests over the golden vectors in `tests/vectors/`.
+#![cfg(feature = "alloc")]
 
 use hj212_codec::crc::CrcVariant;
 use hj212_codec::encode::OwnedPacket;
