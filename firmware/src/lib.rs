@@ -5,7 +5,9 @@
 //! (the drivers are generic over embedded-hal / embedded-io traits).
 //!
 //! # Feature flags
-//! - `alloc`: owned profiles, the simulator ([`sim`]), `Vec`-returning helpers.
+//! - `alloc`: owned profiles, the simulator ([`sim`]), `Vec`-returning helpers, and the
+//!   message-producing layers: [`acquire`] (samples, flags, 2011/2051/2061/2031/2021/2041) and
+//!   [`dynamic`] (dynamic control: 3020 on change and periodically, 2062).
 //! - `std` (default): implies `alloc`; serde deserialisation of profiles, `std::error::Error` impls.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
@@ -14,6 +16,10 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "alloc")]
+pub mod acquire;
+#[cfg(feature = "alloc")]
+pub mod dynamic;
 pub mod modbus;
 pub mod profile;
 #[cfg(feature = "alloc")]
