@@ -25,23 +25,23 @@ impl Style {
         Self { on: super::want_color(choice) }
     }
 
-    fn paint(self, code: &str, text: &str) -> String {
+    pub(super) fn paint(self, code: &str, text: &str) -> String {
         if self.on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
     }
 
-    fn red(self, t: &str) -> String {
+    pub(super) fn red(self, t: &str) -> String {
         self.paint("31", t)
     }
-    fn green(self, t: &str) -> String {
+    pub(super) fn green(self, t: &str) -> String {
         self.paint("32", t)
     }
-    fn yellow(self, t: &str) -> String {
+    pub(super) fn yellow(self, t: &str) -> String {
         self.paint("33", t)
     }
-    fn bold(self, t: &str) -> String {
+    pub(super) fn bold(self, t: &str) -> String {
         self.paint("1", t)
     }
-    fn dim(self, t: &str) -> String {
+    pub(super) fn dim(self, t: &str) -> String {
         self.paint("2", t)
     }
 }

@@ -6,6 +6,7 @@
 
 mod decode;
 pub mod json;
+mod tail;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -117,6 +118,8 @@ pub enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Follow a packet log (gateway or ingest) and show each frame on one line.
+    Tail(tail::TailOpts),
     /// Build frames from JSON Lines in the shape `decode --json` prints.
     Encode {
         /// A JSON Lines file; `-` or nothing reads standard input.
@@ -134,6 +137,7 @@ impl Cli {
             Command::Check { read, json } => decode::run(&read, decode::Output::Summary { json, style }),
             Command::Crc { segment, all } => crc_command(&segment, all),
             Command::Encode { input } => encode_command(input.as_deref()),
+            Command::Tail(opts) => tail::run(&opts, style),
         };
         match result {
             Ok(code) => ExitCode::from(code),
