@@ -29,7 +29,9 @@ fn sample() -> PathBuf {
 }
 
 fn vectors(file: &str) -> Vec<u8> {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../hj212-codec/tests/vectors").join(file)).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../hj212-codec/tests/vectors").join(file))
+            .unwrap();
     let mut out = Vec::new();
     for line in text.lines().filter(|l| l.starts_with("##")) {
         out.extend_from_slice(line.strip_suffix("\\r\\n").unwrap().as_bytes());
@@ -61,7 +63,12 @@ fn check_counts_and_exit_codes_follow_the_mode() {
 #[test]
 fn decode_json_reports_frames_skips_and_errors_with_offsets() {
     let out = hj212(&["decode", "--json", sample().to_str().unwrap()], None);
-    let lines: Vec<serde_json::Value> = out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
     let first = &lines[0];
     assert_eq!(first["type"], "frame");
     assert_eq!(first["offset"], 0);
@@ -150,14 +157,24 @@ fn tail_shows_and_filters_packet_log_records() {
     let shown = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = shown.lines().collect();
     assert_eq!(lines.len(), 3, "{shown}");
-    assert!(lines[0].starts_with("2025-11-28 14:43:16.123 <- 127.0.0.1:40112 2011 real-time data MN=010000A8900016F000169DC0"), "{}", lines[0]);
+    assert!(
+        lines[0]
+            .starts_with("2025-11-28 14:43:16.123 <- 127.0.0.1:40112 2011 real-time data MN=010000A8900016F000169DC0"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("w01008-Rtd=123.456"));
     assert!(lines[1].contains("-> 127.0.0.1:40112 9014 data answer"));
     assert!(lines[2].contains("not a frame"));
     assert_eq!(out.status.code(), Some(1));
 
     let only_out = hj212(&["tail", "--dir", "out", "--json", path.to_str().unwrap()], None);
-    let recs: Vec<serde_json::Value> = only_out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let recs: Vec<serde_json::Value> = only_out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["frame"]["cn"], "9014");
     assert_eq!(recs[0]["masked"], true);

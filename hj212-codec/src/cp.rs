@@ -107,7 +107,6 @@ impl<'a> Pair<'a> {
         }
     }
 
-
     /// The key with surrounding spaces removed.
     #[must_use]
     #[inline]
@@ -332,7 +331,10 @@ mod tests {
     #[test]
     fn empty_area_has_no_groups_and_empty_tokens_are_kept() {
         assert_eq!(Cp::new("", 0).groups().count(), 0);
-        assert_eq!(shape(&Cp::new("a=1;;b", 0)), [alloc::vec![("a", Some("1"))], alloc::vec![("", None)], alloc::vec![("b", None)]]);
+        assert_eq!(
+            shape(&Cp::new("a=1;;b", 0)),
+            [alloc::vec![("a", Some("1"))], alloc::vec![("", None)], alloc::vec![("b", None)]]
+        );
     }
 
     #[test]

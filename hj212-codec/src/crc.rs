@@ -256,7 +256,8 @@ mod tests {
 
     #[test]
     fn appendix_a_example_is_1c80_not_the_printed_1c08() {
-        let seg = b"QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&";
+        let seg =
+            b"QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&";
         assert_eq!(hj212(seg), 0x1C80);
         assert_eq!(hj212_bitwise(seg), 0x1C80);
     }

@@ -124,7 +124,8 @@ mod tests {
 
     #[test]
     fn modbus_crc_is_refused_when_strict_and_reported_when_lenient() {
-        let wire = b"##0086QN=20170516010101001;ST=22;CN=1072;PW=123456;MN=ABCDEFG1234567;Flag=3;CP=&&PW=654321&&E476\r\n";
+        let wire =
+            b"##0086QN=20170516010101001;ST=22;CN=1072;PW=123456;MN=ABCDEFG1234567;Flag=3;CP=&&PW=654321&&E476\r\n";
         let strict = decode(wire, DecodeOptions::STRICT);
         let e = strict.verdict().unwrap_err();
         assert_eq!((e.kind(), e.offset()), (ErrorKind::CrcMismatch { computed: 0xE681, received: 0xE476 }, 92));
@@ -134,7 +135,10 @@ mod tests {
         let chosen = DecodeOptions { strict: true, crc: CrcPolicy::Only(CrcVariant::ModbusHighFirst) };
         assert!(decode(wire, chosen).is_valid());
         let auto_strict = DecodeOptions { strict: true, crc: CrcPolicy::Auto };
-        assert_eq!(decode(wire, auto_strict).verdict().unwrap_err().kind(), ErrorKind::NonStandardCrc(CrcVariant::ModbusHighFirst));
+        assert_eq!(
+            decode(wire, auto_strict).verdict().unwrap_err().kind(),
+            ErrorKind::NonStandardCrc(CrcVariant::ModbusHighFirst)
+        );
     }
 
     #[test]

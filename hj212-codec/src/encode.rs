@@ -64,10 +64,7 @@ impl core::hash::Hash for OwnedPacket {
 
 /// The fields of a header text: split at `;` and `,`, blank and `=`-less segments left out.
 fn header_fields(raw: &str) -> Vec<(String, String)> {
-    raw.split([';', ','])
-        .filter_map(|f| f.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    raw.split([';', ',']).filter_map(|f| f.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 impl OwnedPacket {
@@ -80,7 +77,10 @@ impl OwnedPacket {
             .groups()
             .map(|g| {
                 g.pairs()
-                    .map(|pair| OwnedPair { key: pair.raw_key().to_string(), value: pair.raw_value().map(str::to_string) })
+                    .map(|pair| OwnedPair {
+                        key: pair.raw_key().to_string(),
+                        value: pair.raw_value().map(str::to_string),
+                    })
                     .collect()
             })
             .collect();
@@ -253,7 +253,12 @@ mod tests {
 
     #[test]
     fn odd_headers_are_written_back_as_received() {
-        for seg in ["ST=32;;CN=1062;CP=&&a=1&&", "ST=32; ;CN=1062;CP=&&a=1&&", "ST=32;CN=1062; CP=&&a=1&&", "QN=1,ST=32;CN=1062;CP=&&a=1;;b&&"] {
+        for seg in [
+            "ST=32;;CN=1062;CP=&&a=1&&",
+            "ST=32; ;CN=1062;CP=&&a=1&&",
+            "ST=32;CN=1062; CP=&&a=1&&",
+            "QN=1,ST=32;CN=1062;CP=&&a=1;;b&&",
+        ] {
             let p = Packet::parse(seg.as_bytes()).unwrap();
             let mut owned = OwnedPacket::from_packet(&p);
             assert_eq!(owned.data_segment(), seg);

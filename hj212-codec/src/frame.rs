@@ -228,9 +228,9 @@ impl<'a> RawFrame<'a> {
     /// [`ErrorKind::CrcMismatch`] at the CRC's offset when no accepted variant matches.
     pub fn check_crc(&self, policy: CrcPolicy) -> Result<CrcVariant, Error> {
         let received = self.crc_received();
-        policy.check(self.data(), received).map_err(|computed| {
-            Error::new(ErrorKind::CrcMismatch { computed, received }, self.data_end)
-        })
+        policy
+            .check(self.data(), received)
+            .map_err(|computed| Error::new(ErrorKind::CrcMismatch { computed, received }, self.data_end))
     }
 }
 
@@ -307,7 +307,11 @@ impl Splitter {
         }
         match (newline, candidate) {
             (Some(nl), Some((_, frame))) => {
-                if have_declared || eof || followed_by_frame(buf, nl) { Split::Frame(frame) } else { Split::Incomplete }
+                if have_declared || eof || followed_by_frame(buf, nl) {
+                    Split::Frame(frame)
+                } else {
+                    Split::Incomplete
+                }
             }
             // A line that does not end in a CRC: if it could not be an encrypted frame's data,
             // drop it through its line feed.
@@ -605,7 +609,10 @@ mod tests {
     #[test]
     fn too_long_declared_length_is_refused() {
         let s = Splitter::new(SplitConfig { max_data_len: 1024 }).split(b"##2000QN=", false);
-        assert_eq!(s, Split::Skip { len: 1, reason: SkipReason::Broken(ErrorKind::FrameTooLong { declared: 2000, max: 1024 }) });
+        assert_eq!(
+            s,
+            Split::Skip { len: 1, reason: SkipReason::Broken(ErrorKind::FrameTooLong { declared: 2000, max: 1024 }) }
+        );
     }
 
     #[test]
@@ -624,6 +631,9 @@ mod tests {
             });
         }
         let n = ANCHOR.len() as u64;
-        assert_eq!(seen, [(0, 5, "skip"), (5, ANCHOR.len(), "frame"), (5 + n, 4, "skip"), (9 + n, ANCHOR.len(), "frame")]);
+        assert_eq!(
+            seen,
+            [(0, 5, "skip"), (5, ANCHOR.len(), "frame"), (5 + n, 4, "skip"), (9 + n, ANCHOR.len(), "frame")]
+        );
     }
 }

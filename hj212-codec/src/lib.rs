@@ -51,15 +51,15 @@ pub mod time;
 #[cfg(feature = "alloc")]
 pub mod encode;
 #[cfg(feature = "alloc")]
+pub mod log;
+#[cfg(feature = "alloc")]
 pub mod message;
 #[cfg(feature = "alloc")]
 pub mod qn;
 #[cfg(feature = "alloc")]
-pub mod log;
+pub mod session;
 #[cfg(feature = "alloc")]
 pub mod subpacket;
-#[cfg(feature = "alloc")]
-pub mod session;
 
 pub use codes::{Command, DataFlag, ExeRtn, QnRtn, Suffix};
 pub use cp::{Cp, Group, Pair};

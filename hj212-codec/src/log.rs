@@ -154,7 +154,14 @@ impl Record {
         }
         let (frame, frame_at) = next("frame")?;
         let frame = unescape(frame).map_err(|i| ("frame", frame_at + i))?;
-        Ok(Self { time_ms, direction, peer: if peer == "-" { String::new() } else { peer.into() }, masked, crc_bad, frame })
+        Ok(Self {
+            time_ms,
+            direction,
+            peer: if peer == "-" { String::new() } else { peer.into() },
+            masked,
+            crc_bad,
+            frame,
+        })
     }
 }
 
@@ -173,7 +180,15 @@ fn write_time(s: &mut String, ms: i64) {
 
 fn parse_time(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 24 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' || b[23] != b'Z' {
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
         return None;
     }
     let digits: String = s.chars().filter(char::is_ascii_digit).collect();
@@ -279,7 +294,14 @@ impl LogWriter {
     ///
     /// # Errors
     /// Writing or rotating failed.
-    pub fn write(&mut self, time_ms: i64, direction: Direction, peer: &str, frame: &[u8], crc_bad: bool) -> std::io::Result<()> {
+    pub fn write(
+        &mut self,
+        time_ms: i64,
+        direction: Direction,
+        peer: &str,
+        frame: &[u8],
+        crc_bad: bool,
+    ) -> std::io::Result<()> {
         use std::io::Write;
         let mut bytes = frame.to_vec();
         let masked = self.mask && mask_password(&mut bytes);
@@ -336,7 +358,14 @@ mod tests {
         let mut frame = FRAME.to_vec();
         frame.extend_from_slice(&[0xFF, b'\\', 0x01]);
         frame.extend_from_slice("清洗".as_bytes());
-        let r = Record { time_ms: 1_764_340_996_123, direction: Direction::In, peer: "127.0.0.1:40112".into(), masked: false, crc_bad: true, frame };
+        let r = Record {
+            time_ms: 1_764_340_996_123,
+            direction: Direction::In,
+            peer: "127.0.0.1:40112".into(),
+            masked: false,
+            crc_bad: true,
+            frame,
+        };
         let line = r.to_line();
         assert!(line.starts_with("2025-11-28T14:43:16.123Z in 127.0.0.1:40112 crc-bad ##0101"), "{line}");
         assert!(line.ends_with("1C80\\r\\n\\xFF\\\\\\x01清洗\n"), "{line}");

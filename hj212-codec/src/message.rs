@@ -307,11 +307,13 @@ impl<'a> Fields<'_, 'a> {
         self.text(key).ok_or_else(|| Error::new(ErrorKind::MissingField(key), 6 + self.packet.cp().offset()))
     }
     fn number(&self, key: &'static str) -> Result<u16, Error> {
-        let p = self.pair(key).ok_or_else(|| Error::new(ErrorKind::MissingField(key), 6 + self.packet.cp().offset()))?;
+        let p =
+            self.pair(key).ok_or_else(|| Error::new(ErrorKind::MissingField(key), 6 + self.packet.cp().offset()))?;
         p.value().and_then(|v| v.parse().ok()).ok_or_else(|| err(key, 6 + p.value_offset()))
     }
     fn time(&self, key: &'static str) -> Result<DateTime, Error> {
-        let p = self.pair(key).ok_or_else(|| Error::new(ErrorKind::MissingField(key), 6 + self.packet.cp().offset()))?;
+        let p =
+            self.pair(key).ok_or_else(|| Error::new(ErrorKind::MissingField(key), 6 + self.packet.cp().offset()))?;
         p.value().and_then(DateTime::parse).ok_or_else(|| err(key, 6 + p.value_offset()))
     }
     fn has(&self, key: &str) -> bool {
@@ -333,22 +335,41 @@ impl Message {
         let cn = Command::from_value(packet.cn());
         let empty = packet.cp().pairs().all(|p| p.key().is_empty());
         Ok(match cn {
-            Command::SetTimeoutRetry => Self::SetTimeoutRetry { over_time: f.number("OverTime")?, re_count: f.number("ReCount")? },
-            Command::GetTime if f.has("SystemTime") => Self::TimeReply { pol_id: f.pol_id(), system_time: f.time("SystemTime")? },
+            Command::SetTimeoutRetry => {
+                Self::SetTimeoutRetry { over_time: f.number("OverTime")?, re_count: f.number("ReCount")? }
+            }
+            Command::GetTime if f.has("SystemTime") => {
+                Self::TimeReply { pol_id: f.pol_id(), system_time: f.time("SystemTime")? }
+            }
             Command::GetTime => Self::GetTime { pol_id: f.pol_id() },
             Command::SetTime => Self::SetTime { pol_id: f.pol_id(), system_time: f.time("SystemTime")? },
             Command::TimeCalibrationRequest => Self::TimeCalibrationRequest { pol_id: f.pol_id() },
-            Command::GetRtdInterval if f.has("RtdInterval") => Self::RtdIntervalReply { seconds: f.number("RtdInterval")? },
+            Command::GetRtdInterval if f.has("RtdInterval") => {
+                Self::RtdIntervalReply { seconds: f.number("RtdInterval")? }
+            }
             Command::GetRtdInterval => Self::GetRtdInterval,
             Command::SetRtdInterval => Self::SetRtdInterval { seconds: f.number("RtdInterval")? },
-            Command::GetMinInterval if f.has("MinInterval") => Self::MinIntervalReply { minutes: f.number("MinInterval")? },
+            Command::GetMinInterval if f.has("MinInterval") => {
+                Self::MinIntervalReply { minutes: f.number("MinInterval")? }
+            }
             Command::GetMinInterval => Self::GetMinInterval,
             Command::SetMinInterval => Self::SetMinInterval { minutes: f.number("MinInterval")? },
             // 2005 carried the new password as `PW` inside CP (spec digest §11.6).
-            Command::SetPassword => Self::SetPassword { new_pw: f.text("NewPW").or_else(|| f.text("PW")).ok_or_else(|| Error::new(ErrorKind::MissingField("NewPW"), 6 + packet.cp().offset()))?.to_string() },
+            Command::SetPassword => Self::SetPassword {
+                new_pw: f
+                    .text("NewPW")
+                    .or_else(|| f.text("PW"))
+                    .ok_or_else(|| Error::new(ErrorKind::MissingField("NewPW"), 6 + packet.cp().offset()))?
+                    .to_string(),
+            },
             Command::StopRealTimeData | Command::StopFacilityState => Self::StopUpload(cn),
             Command::RealTimeData | Command::FacilityState if empty => Self::StartUpload(cn),
-            Command::DailyData | Command::DailyRunTime | Command::MinuteData | Command::HourlyData | Command::RawData | Command::StandardCheckData
+            Command::DailyData
+            | Command::DailyRunTime
+            | Command::MinuteData
+            | Command::HourlyData
+            | Command::RawData
+            | Command::StandardCheckData
                 if f.has("BeginTime") =>
             {
                 Self::HistoryRequest { cn, begin: f.time("BeginTime")?, end: f.time("EndTime")? }
@@ -363,15 +384,28 @@ impl Message {
             | Command::StandardCheckData
             | Command::FurnaceTemperature
             | Command::NoiseMeasurement => Self::Data { cn, data_time: f.time("DataTime")?, items: data_items(packet) },
-            Command::RestartTime => Self::RestartTime { data_time: f.time("DataTime")?, restart_time: f.time("RestartTime")? },
-            Command::Calibrate | Command::SampleNow | Command::Clean | Command::ComparisonSampling | Command::SampleRetention | Command::StartStandardCheck => {
+            Command::RestartTime => {
+                Self::RestartTime { data_time: f.time("DataTime")?, restart_time: f.time("RestartTime")? }
+            }
+            Command::Calibrate
+            | Command::SampleNow
+            | Command::Clean
+            | Command::ComparisonSampling
+            | Command::SampleRetention
+            | Command::StartStandardCheck => {
                 let calibration_type = match f.pair("CalibrationType") {
-                    Some(p) => Some(p.value().and_then(|v| v.parse().ok()).ok_or_else(|| err("CalibrationType", 6 + p.value_offset()))?),
+                    Some(p) => Some(
+                        p.value()
+                            .and_then(|v| v.parse().ok())
+                            .ok_or_else(|| err("CalibrationType", 6 + p.value_offset()))?,
+                    ),
                     None => None,
                 };
                 Self::AnalyzerControl { cn, pol_id: f.required("PolId")?.to_string(), calibration_type }
             }
-            Command::OverLimitSampling if f.has("VaseNo") => Self::OverLimitSampleReply { data_time: f.time("DataTime")?, vase_no: f.number("VaseNo")? },
+            Command::OverLimitSampling if f.has("VaseNo") => {
+                Self::OverLimitSampleReply { data_time: f.time("DataTime")?, vase_no: f.number("VaseNo")? }
+            }
             Command::OverLimitSampling => Self::OverLimitSampling,
             Command::SetSamplingPeriod => Self::SetSamplingPeriod {
                 pol_id: f.required("PolId")?.to_string(),
@@ -384,7 +418,9 @@ impl Message {
                 ctime: ctime(&f)?,
             },
             Command::GetSamplingPeriod => Self::GetSamplingPeriod { pol_id: f.required("PolId")?.to_string() },
-            Command::GetSampleOutputTime if f.has("Stime") => Self::SampleOutputTimeReply { pol_id: f.required("PolId")?.to_string(), stime: f.number("Stime")? },
+            Command::GetSampleOutputTime if f.has("Stime") => {
+                Self::SampleOutputTimeReply { pol_id: f.required("PolId")?.to_string(), stime: f.number("Stime")? }
+            }
             Command::GetSampleOutputTime => Self::GetSampleOutputTime { pol_id: f.required("PolId")?.to_string() },
             Command::InstrumentId => {
                 let pol_id = f.required("PolId")?.to_string();
@@ -402,11 +438,15 @@ impl Message {
                 info_id: f.required("InfoId")?.to_string(),
                 range: if f.has("BeginTime") { Some((f.time("BeginTime")?, f.time("EndTime")?)) } else { None },
             },
-            Command::SiteInfo => Self::SiteInfo { data_time: f.time("DataTime")?, pol_id: f.pol_id(), items: info_items(packet) },
+            Command::SiteInfo => {
+                Self::SiteInfo { data_time: f.time("DataTime")?, pol_id: f.pol_id(), items: info_items(packet) }
+            }
             Command::SetSiteInfo => {
                 let info_id = f.required("InfoId")?.to_string();
                 let key = alloc::format!("{info_id}-Info");
-                let value = f.text(&key).ok_or_else(|| Error::new(ErrorKind::MissingField("<InfoId>-Info"), 6 + packet.cp().offset()))?;
+                let value = f
+                    .text(&key)
+                    .ok_or_else(|| Error::new(ErrorKind::MissingField("<InfoId>-Info"), 6 + packet.cp().offset()))?;
                 Self::SetSiteInfo { pol_id: f.pol_id(), info_id, value: value.to_string() }
             }
             Command::RequestAnswer => Self::RequestAnswer { qn_rtn: QnRtn::from_value(f.number("QnRtn")?) },
@@ -418,7 +458,10 @@ impl Message {
                 Self::HardwareIds { items: info_items(packet) }
             }
             Command::SetMn => Self::AssignMn { dau_id: f.required("i23005-Info")?.to_string() },
-            Command::KeyExchange => Self::Key { created: f.required("SKCreateTime")?.to_string(), new_key: f.text("NewSK").map(ToString::to_string) },
+            Command::KeyExchange => Self::Key {
+                created: f.required("SKCreateTime")?.to_string(),
+                new_key: f.text("NewSK").map(ToString::to_string),
+            },
             _ => Self::Other { cn: packet.cn(), cp: OwnedPacket::from_packet(packet).cp },
         })
     }
@@ -473,8 +516,12 @@ impl Message {
                 g.opt("PolId", pol_id.as_deref());
                 g.one("SystemTime", system_time.to_string());
             }
-            Self::RtdIntervalReply { seconds } | Self::SetRtdInterval { seconds } => g.one("RtdInterval", seconds.to_string()),
-            Self::MinIntervalReply { minutes } | Self::SetMinInterval { minutes } => g.one("MinInterval", minutes.to_string()),
+            Self::RtdIntervalReply { seconds } | Self::SetRtdInterval { seconds } => {
+                g.one("RtdInterval", seconds.to_string())
+            }
+            Self::MinIntervalReply { minutes } | Self::SetMinInterval { minutes } => {
+                g.one("MinInterval", minutes.to_string())
+            }
             Self::SetPassword { new_pw } => g.one("NewPW", new_pw.clone()),
             Self::HistoryRequest { begin, end, .. } => {
                 g.one("BeginTime", begin.to_string());
@@ -483,7 +530,12 @@ impl Message {
             Self::Data { data_time, items, .. } => {
                 g.one("DataTime", data_time.to_string());
                 for item in items {
-                    g.0.push(item.fields.iter().map(|(s, v)| OwnedPair::new(alloc::format!("{}-{s}", item.code), v.clone())).collect());
+                    g.0.push(
+                        item.fields
+                            .iter()
+                            .map(|(s, v)| OwnedPair::new(alloc::format!("{}-{s}", item.code), v.clone()))
+                            .collect(),
+                    );
                 }
             }
             Self::RestartTime { data_time, restart_time } => {
@@ -501,12 +553,15 @@ impl Message {
                 g.one("DataTime", data_time.to_string());
                 g.one("VaseNo", vase_no.to_string());
             }
-            Self::SetSamplingPeriod { pol_id, cstart_time, ctime } | Self::SamplingPeriodReply { pol_id, cstart_time, ctime } => {
+            Self::SetSamplingPeriod { pol_id, cstart_time, ctime }
+            | Self::SamplingPeriodReply { pol_id, cstart_time, ctime } => {
                 g.one("PolId", pol_id.clone());
                 g.one("CstartTime", cstart_time.clone());
                 g.one("CTime", ctime.to_string());
             }
-            Self::GetSamplingPeriod { pol_id } | Self::GetSampleOutputTime { pol_id } | Self::GetInstrumentId { pol_id } => g.one("PolId", pol_id.clone()),
+            Self::GetSamplingPeriod { pol_id }
+            | Self::GetSampleOutputTime { pol_id }
+            | Self::GetInstrumentId { pol_id } => g.one("PolId", pol_id.clone()),
             Self::SampleOutputTimeReply { pol_id, stime } => {
                 g.one("PolId", pol_id.clone());
                 g.one("Stime", stime.to_string());
@@ -522,7 +577,10 @@ impl Message {
                 g.opt("PolId", pol_id.as_deref());
                 g.one("InfoId", info_id.clone());
                 if let Some((b, e)) = range {
-                    g.0.push(alloc::vec![OwnedPair::new("BeginTime", b.to_string()), OwnedPair::new("EndTime", e.to_string())]);
+                    g.0.push(alloc::vec![
+                        OwnedPair::new("BeginTime", b.to_string()),
+                        OwnedPair::new("EndTime", e.to_string())
+                    ]);
                 }
             }
             Self::SiteInfo { data_time, pol_id, items } => {
@@ -624,7 +682,8 @@ pub fn data_items(packet: &Packet<'_>) -> Vec<DataItem> {
                 Some(item) if item.code == code => item.fields.push((suffix.to_string(), value)),
                 _ => {
                     items.extend(current.take());
-                    current = Some(DataItem { code: code.to_string(), fields: alloc::vec![(suffix.to_string(), value)] });
+                    current =
+                        Some(DataItem { code: code.to_string(), fields: alloc::vec![(suffix.to_string(), value)] });
                 }
             }
         }

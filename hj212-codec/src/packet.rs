@@ -404,7 +404,8 @@ fn trim_spaces(s: &str) -> &str {
 mod tests {
     use super::*;
 
-    const SEG: &[u8] = b"QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&";
+    const SEG: &[u8] =
+        b"QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&";
 
     #[test]
     fn parses_the_appendix_a_example() {
@@ -424,7 +425,9 @@ mod tests {
 
     #[test]
     fn header_in_2005_order_with_missing_qn_and_flag() {
-        let p = Packet::parse(b"ST=32;CN=2011;PW=123456;MN=LD130133000015;CP=&&DataTime=20160824003817;B01-Rtd=36.91&&").unwrap();
+        let p =
+            Packet::parse(b"ST=32;CN=2011;PW=123456;MN=LD130133000015;CP=&&DataTime=20160824003817;B01-Rtd=36.91&&")
+                .unwrap();
         assert_eq!(p.qn(), None);
         assert_eq!(p.flag(), None);
         assert_eq!(p.version(), Version::V2005);

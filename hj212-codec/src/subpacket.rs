@@ -40,7 +40,12 @@ fn group_len(g: &[OwnedPair]) -> usize {
 ///
 /// # Errors
 /// [`ErrorKind::DataTooLong`] when a single pair cannot fit in a sub-packet.
-pub fn split(packet: &OwnedPacket, max_data_len: usize, qns: &mut QnGenerator, now: DateTime) -> Result<Vec<OwnedPacket>, Error> {
+pub fn split(
+    packet: &OwnedPacket,
+    max_data_len: usize,
+    qns: &mut QnGenerator,
+    now: DateTime,
+) -> Result<Vec<OwnedPacket>, Error> {
     let max_data_len = max_data_len.min(MAX_DATA_LEN_2017);
     let whole = packet.data_segment();
     let cp_len = group_len_all(&packet.cp);
@@ -109,7 +114,8 @@ pub fn split(packet: &OwnedPacket, max_data_len: usize, qns: &mut QnGenerator, n
         parts.push(current);
     }
     let pnum = u16::try_from(parts.len()).map_err(|_| Error::new(ErrorKind::DataTooLong { len: whole.len() }, 6))?;
-    let flag = packet.field("Flag").and_then(|f| f.parse::<u8>().ok()).map_or(Flag(Flag::SPLIT), |f| Flag(f).with_split(true));
+    let flag =
+        packet.field("Flag").and_then(|f| f.parse::<u8>().ok()).map_or(Flag(Flag::SPLIT), |f| Flag(f).with_split(true));
     let mut out = Vec::with_capacity(parts.len());
     for (i, cp) in parts.into_iter().enumerate() {
         let mut p = packet.clone();
@@ -225,7 +231,11 @@ impl Reassembler {
         if !self.pending.contains_key(&key) && self.pending.len() >= self.max_groups {
             return Reassembly::Refused("too many open sub-packet groups");
         }
-        let entry = self.pending.entry(key.clone()).or_insert_with(|| Pending { parts: BTreeMap::new(), first_seen_ms: now_ms, bytes: 0 });
+        let entry = self.pending.entry(key.clone()).or_insert_with(|| Pending {
+            parts: BTreeMap::new(),
+            first_seen_ms: now_ms,
+            bytes: 0,
+        });
         if entry.parts.contains_key(&pno) {
             return Reassembly::Duplicate;
         }
@@ -278,7 +288,11 @@ fn merge(parts: Vec<OwnedPacket>) -> OwnedPacket {
     }
     whole.cp = crate::cp::Cp::new(&text, 0)
         .groups()
-        .map(|g| g.pairs().map(|p| OwnedPair { key: p.raw_key().to_string(), value: p.raw_value().map(ToString::to_string) }).collect())
+        .map(|g| {
+            g.pairs()
+                .map(|p| OwnedPair { key: p.raw_key().to_string(), value: p.raw_value().map(ToString::to_string) })
+                .collect()
+        })
         .collect();
     whole
 }
@@ -290,7 +304,14 @@ mod tests {
     use crate::packet::Version;
 
     fn hourly(items: usize) -> OwnedPacket {
-        let mut p = OwnedPacket::new(Some("20160801085857223"), "32", 2061, "123456", "010000A8900016F000169DC0", Some(Flag::new(Version::V2017, false, true)));
+        let mut p = OwnedPacket::new(
+            Some("20160801085857223"),
+            "32",
+            2061,
+            "123456",
+            "010000A8900016F000169DC0",
+            Some(Flag::new(Version::V2017, false, true)),
+        );
         p.push_group([("DataTime", "20160801080000")]);
         for i in 0..items {
             let code = alloc::format!("w{:05}", 1000 + i);
@@ -348,7 +369,8 @@ mod tests {
     #[test]
     fn an_item_longer_than_a_packet_is_split_between_pairs() {
         let mut p = hourly(0);
-        let big: Vec<(String, String)> = (0..120).map(|i| (alloc::format!("a{i:05}-Rtd"), "1.25".to_string())).collect();
+        let big: Vec<(String, String)> =
+            (0..120).map(|i| (alloc::format!("a{i:05}-Rtd"), "1.25".to_string())).collect();
         p.push_group(big);
         let parts = split(&p, 1024, &mut QnGenerator::new(), now()).unwrap();
         assert!(parts.len() >= 2);
@@ -364,7 +386,10 @@ mod tests {
         assert_eq!(r.push(&Packet::parse(a.as_bytes()).unwrap(), 0), Reassembly::Pending { have: 1, pnum: 2 });
         let Reassembly::Complete(whole) = r.push(&Packet::parse(b.as_bytes()).unwrap(), 1) else { panic!() };
         assert_eq!(whole.cp_get("w01018-Flag"), Some("N"));
-        assert_eq!(whole.data_segment(), "QN=1;ST=32;CN=2061;PW=1;MN=M;Flag=4;CP=&&DataTime=20160801080000;w01018-Avg=40.1,w01018-Flag=N&&");
+        assert_eq!(
+            whole.data_segment(),
+            "QN=1;ST=32;CN=2061;PW=1;MN=M;Flag=4;CP=&&DataTime=20160801080000;w01018-Avg=40.1,w01018-Flag=N&&"
+        );
     }
 
     #[test]

@@ -104,7 +104,8 @@ fn every_appendix_c_example_decodes_types_and_re_encodes() {
     let mut by_cn = std::collections::BTreeMap::<u16, usize>::new();
     for ex in &examples {
         let Split::Frame(frame) = Splitter::default().split(&ex.wire, true) else { panic!("{}", ex.comment) };
-        let packet = Decoded::new(frame, DecodeOptions::STRICT).verdict().unwrap_or_else(|e| panic!("{}: {e}", ex.comment));
+        let packet =
+            Decoded::new(frame, DecodeOptions::STRICT).verdict().unwrap_or_else(|e| panic!("{}: {e}", ex.comment));
         let m = Message::from_packet(&packet).unwrap_or_else(|e| panic!("{}: {e}", ex.comment));
         let cn = packet.cn();
         assert_eq!(m.cn(), cn);
@@ -116,14 +117,23 @@ fn every_appendix_c_example_decodes_types_and_re_encodes() {
             assert_eq!(packet.flag().map(|f| f.0), Some(4));
             assert!(Command::from_value(cn).is_answer());
         }
-        let header = Header { qn: packet.qn(), st: packet.st(), pw: packet.pw().unwrap(), mn: packet.mn().unwrap(), flag: packet.flag() };
+        let header = Header {
+            qn: packet.qn(),
+            st: packet.st(),
+            pw: packet.pw().unwrap(),
+            mn: packet.mn().unwrap(),
+            flag: packet.flag(),
+        };
         let again = m.to_packet(&header).data_segment();
         assert_eq!(normalise(&again), normalise(packet.as_str()), "{}", ex.comment);
         *by_cn.entry(cn).or_default() += 1;
     }
     // Every CN of Table 9 appears, with its answers.
     let cns: Vec<u16> = by_cn.keys().copied().collect();
-    for cn in [1000, 1011, 1012, 1013, 1061, 1062, 1063, 1064, 1072, 2011, 2012, 2021, 2022, 2031, 2041, 2051, 2061, 2081, 3011, 3012, 3013, 3014, 3015, 3016, 3017, 3018, 3019, 3020, 3021, 9011, 9012, 9013, 9014] {
+    for cn in [
+        1000, 1011, 1012, 1013, 1061, 1062, 1063, 1064, 1072, 2011, 2012, 2021, 2022, 2031, 2041, 2051, 2061, 2081,
+        3011, 3012, 3013, 3014, 3015, 3016, 3017, 3018, 3019, 3020, 3021, 9011, 9012, 9013, 9014,
+    ] {
         assert!(cns.contains(&cn), "CN {cn} has no Appendix C example");
     }
 }

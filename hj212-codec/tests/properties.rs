@@ -497,7 +497,10 @@ fn a_lone_hash_at_the_end_of_the_stream_is_resolved() {
     // The `#` is held back until the stream ends, so it is reported in a run of its own.
     assert_eq!(
         events,
-        [Ev::Skipped { offset: 0, len: 1, reason: SkipReason::Garbage }, Ev::Skipped { offset: 1, len: 1, reason: SkipReason::Garbage }]
+        [
+            Ev::Skipped { offset: 0, len: 1, reason: SkipReason::Garbage },
+            Ev::Skipped { offset: 1, len: 1, reason: SkipReason::Garbage }
+        ]
     );
     assert_eq!(d.buffered(), 0);
 }

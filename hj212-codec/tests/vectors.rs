@@ -153,7 +153,10 @@ fn over_long_modbus_frames_report_both_deviations() {
     let vectors = load(include_str!("vectors/nonconforming.txt"));
     let long = vectors.iter().find(|v| v.wire.starts_with(b"##1623")).unwrap();
     let strict = decode(&long.wire, DecodeOptions::STRICT);
-    assert_eq!(strict.verdict().unwrap_err().to_string(), "data segment too long at byte 6: 1623 bytes, HJ 212-2017 allows 1024");
+    assert_eq!(
+        strict.verdict().unwrap_err().to_string(),
+        "data segment too long at byte 6: 1623 bytes, HJ 212-2017 allows 1024"
+    );
     let lenient = decode(&long.wire, DecodeOptions::LENIENT);
     let names: Vec<_> = lenient.deviations().names().collect();
     assert_eq!(names, ["over_1024", "non_standard_crc"]);

@@ -136,11 +136,13 @@ impl DecodeStats {
 /// IO errors, including a closed standard output.
 pub fn run(opts: &ReadOpts, output: Output) -> Result<u8> {
     let options = opts.decode_options();
-    let splitter = Splitter::new(SplitConfig { max_data_len: opts.max_len.min(hj212_codec::frame::MAX_DATA_LEN_FIELD) });
+    let splitter =
+        Splitter::new(SplitConfig { max_data_len: opts.max_len.min(hj212_codec::frame::MAX_DATA_LEN_FIELD) });
     let mut stats = DecodeStats::default();
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let inputs: Vec<&Path> = if opts.inputs.is_empty() { vec![Path::new("-")] } else { opts.inputs.iter().map(AsRef::as_ref).collect() };
+    let inputs: Vec<&Path> =
+        if opts.inputs.is_empty() { vec![Path::new("-")] } else { opts.inputs.iter().map(AsRef::as_ref).collect() };
     for path in inputs {
         let mut reader: Box<dyn Read> = if path.as_os_str() == "-" {
             Box::new(io::stdin().lock())
@@ -177,7 +179,13 @@ pub fn run(opts: &ReadOpts, output: Output) -> Result<u8> {
     Ok(stats.exit_code())
 }
 
-fn handle(event: Event<'_>, options: hj212_codec::DecodeOptions, stats: &mut DecodeStats, output: Output, out: &mut impl Write) -> Result<()> {
+fn handle(
+    event: Event<'_>,
+    options: hj212_codec::DecodeOptions,
+    stats: &mut DecodeStats,
+    output: Output,
+    out: &mut impl Write,
+) -> Result<()> {
     match event {
         Event::Skipped { offset, len, reason } => {
             stats.skipped_runs += 1;
@@ -286,7 +294,13 @@ fn headline(p: &Packet<'_>, style: Style) -> String {
     }
     if let Some(flag) = p.flag() {
         let version = flag.version().year().map_or_else(|| "?".to_string(), |y| y.to_string());
-        let _ = write!(s, "  Flag={} ({version}{}{})", flag.0, if flag.wants_ack() { ", ack" } else { "" }, if flag.is_split() { ", split" } else { "" });
+        let _ = write!(
+            s,
+            "  Flag={} ({version}{}{})",
+            flag.0,
+            if flag.wants_ack() { ", ack" } else { "" },
+            if flag.is_split() { ", split" } else { "" }
+        );
     } else {
         let _ = write!(s, "  (no Flag: 2005 style)");
     }

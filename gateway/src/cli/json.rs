@@ -127,7 +127,10 @@ fn pair_list(v: &Value, what: &str) -> Result<Vec<(String, Option<String>)>> {
     list.iter()
         .enumerate()
         .map(|(i, pair)| {
-            let items = pair.as_array().filter(|a| a.len() == 2).with_context(|| format!("{what}[{i}] must be [key, value]"))?;
+            let items = pair
+                .as_array()
+                .filter(|a| a.len() == 2)
+                .with_context(|| format!("{what}[{i}] must be [key, value]"))?;
             let key = items[0].as_str().with_context(|| format!("{what}[{i}]: the key must be a string"))?;
             let value = match &items[1] {
                 Value::Null => None,
@@ -155,9 +158,8 @@ pub fn encode_frame_json(v: &Value) -> Result<Vec<u8>> {
         _ => {
             let cn = str_field(v, "cn")?.context("field \"cn\" is required")?;
             let cn: u16 = cn.parse().with_context(|| format!("cn {cn:?} is not a number"))?;
-            let flag = num_field(v, "flag")?
-                .map(|f| u8::try_from(f).map(Flag).context("flag must be 0..=255"))
-                .transpose()?;
+            let flag =
+                num_field(v, "flag")?.map(|f| u8::try_from(f).map(Flag).context("flag must be 0..=255")).transpose()?;
             packet = OwnedPacket::new(
                 str_field(v, "qn")?,
                 str_field(v, "st")?.context("field \"st\" is required")?,
@@ -187,10 +189,8 @@ pub fn encode_frame_json(v: &Value) -> Result<Vec<u8>> {
         .and_then(|c| c.get("received"))
         .and_then(Value::as_str)
         .is_some_and(|r| r.bytes().any(|b| b.is_ascii_lowercase()));
-    let unterminated = v
-        .get("deviations")
-        .and_then(Value::as_array)
-        .is_some_and(|d| d.iter().any(|n| n == "unterminated_cp"));
+    let unterminated =
+        v.get("deviations").and_then(Value::as_array).is_some_and(|d| d.iter().any(|n| n == "unterminated_cp"));
     packet.cp_unterminated = unterminated;
     Ok(packet.to_frame_unchecked(variant, lowercase)?)
 }

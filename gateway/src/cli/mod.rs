@@ -133,7 +133,9 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let style = Style::new(self.color);
         let result = match self.command {
-            Command::Decode { read, json } => decode::run(&read, if json { decode::Output::Json } else { decode::Output::Text(style) }),
+            Command::Decode { read, json } => {
+                decode::run(&read, if json { decode::Output::Json } else { decode::Output::Text(style) })
+            }
             Command::Check { read, json } => decode::run(&read, decode::Output::Summary { json, style }),
             Command::Crc { segment, all } => crc_command(&segment, all),
             Command::Encode { input } => encode_command(input.as_deref()),

@@ -145,7 +145,11 @@ fn show(line: &str, line_no: u64, opts: &TailOpts, style: Style, out: &mut impl 
             return Ok(true);
         }
         if opts.json {
-            writeln!(out, "{}", json!({"type": "record", "time_ms": record.time_ms, "direction": record.direction.as_str(), "peer": record.peer, "frame": null, "raw": super::json::raw_json(&record.frame)}))?;
+            writeln!(
+                out,
+                "{}",
+                json!({"type": "record", "time_ms": record.time_ms, "direction": record.direction.as_str(), "peer": record.peer, "frame": null, "raw": super::json::raw_json(&record.frame)})
+            )?;
         } else {
             writeln!(out, "{} {}", stamp(&record, style), style.red("not a frame"))?;
         }
@@ -195,7 +199,8 @@ fn show(line: &str, line_no: u64, opts: &TailOpts, style: Style, out: &mut impl 
                     continue;
                 }
                 let text = format!("{key}={value}");
-                let flagged = pair.code_and_suffix().is_some_and(|(_, suf)| suf == "Flag") && !DataFlag::parse(value).is_normal();
+                let flagged =
+                    pair.code_and_suffix().is_some_and(|(_, suf)| suf == "Flag") && !DataFlag::parse(value).is_normal();
                 s.push(' ');
                 s.push_str(&if flagged { style.yellow(&text) } else { text });
             }
