@@ -112,6 +112,8 @@ impl<'a> Decoded<'a> {
 
 #[cfg(test)]
 mod tests {
+    use alloc::string::ToString;
+
     use super::*;
     use crate::frame::{Split, Splitter};
 

@@ -615,6 +615,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "alloc")]
     #[test]
     fn deframer_merges_skips_and_tracks_offsets() {
         let mut d = Deframer::default();
