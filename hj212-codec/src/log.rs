@@ -65,7 +65,7 @@ pub struct Record {
 /// inside `CP` of CN 1072) and an HJ 212-2025 key (`NewSK`).
 const SECRET_KEYS: [&[u8]; 3] = [b"PW=", b"NewPW=", b"NewSK="];
 
-/// Replaces every secret value in a frame (see [`SECRET_KEYS`]) with `*` of the same length.
+/// Replaces every secret value in a frame (`PW`, `NewPW`, `NewSK`) with `*` of the same length.
 ///
 /// Returns true when anything was masked. A key counts only at a field boundary: at the start of
 /// the data segment, or after `;`, `,` or `&&`.

@@ -432,7 +432,11 @@ impl Wait {
         if answer != self.answer {
             return false;
         }
-        if exact { self.qn.is_some() && self.qn.as_deref() == qn } else { self.qn.is_none() && cp_cn.is_none_or(|c| c == self.cn) }
+        if exact {
+            self.qn.is_some() && self.qn.as_deref() == qn
+        } else {
+            self.qn.is_none() && cp_cn.is_none_or(|c| c == self.cn)
+        }
     }
 }
 
@@ -497,7 +501,7 @@ impl Lane {
             return None;
         }
         let done = self.inflight.take()?;
-        Some((done.step, done.resends + 1))
+        Some((done.step, done.resends.saturating_add(1)))
     }
 
     fn deadline(&self) -> Option<u64> {
@@ -741,7 +745,13 @@ impl Session {
         };
         let omit_qn = kind == Kind::Upload && self.config.role == Role::Site && !self.config.qn_in_uploads;
         let (handle, steps) = self.prepare(now, outgoing, ack, answer, omit_qn, None)?;
-        self.outgoing.push(Exchange { kind, handle: handle.clone(), cn, lane: Lane { steps, inflight: None }, executing: None });
+        self.outgoing.push(Exchange {
+            kind,
+            handle: handle.clone(),
+            cn,
+            lane: Lane { steps, inflight: None },
+            executing: None,
+        });
         self.pump(now);
         Ok(handle)
     }
@@ -851,7 +861,13 @@ impl Session {
     /// # Errors
     /// As [`Session::accept`]; [`SessionError::InvalidState`] before `accept` or after `finish`;
     /// [`SessionError::Encode`].
-    pub fn reply(&mut self, now: Now, qn: &str, outgoing: impl Into<Outgoing>, ack: bool) -> Result<String, SessionError> {
+    pub fn reply(
+        &mut self,
+        now: Now,
+        qn: &str,
+        outgoing: impl Into<Outgoing>,
+        ack: bool,
+    ) -> Result<String, SessionError> {
         let i = self.find_incoming(qn)?;
         match self.incoming[i].state {
             InState::Deciding => return Err(SessionError::InvalidState("reply before accept")),
@@ -935,6 +951,9 @@ impl Session {
             self.events.push(Event::Failed { qn: inc.qn, cn: inc.peer.cn, reason: Failure::Aborted });
         }
         self.pending_acks.clear();
+        let l = self.config.limits;
+        self.reassembler = Reassembler::new(l.max_reassembly_groups, l.max_reassembly_bytes);
+        self.reassembly_check = None;
     }
 
     // ----- Building frames -----
@@ -949,6 +968,7 @@ impl Session {
         omit_qn: bool,
         cp_qn: Option<&str>,
     ) -> Result<(String, VecDeque<Step>), SessionError> {
+        let before = self.qns.clone();
         let minted = self.qns.next_string(now.wall);
         let base_flag = Flag::new(self.config.version, false, false);
         let mut packet = match outgoing {
@@ -974,8 +994,14 @@ impl Session {
             packet.cp.insert(0, alloc::vec![crate::encode::OwnedPair::new("QN", qn)]);
         }
         let cn = packet.field("CN").and_then(|c| c.parse().ok()).unwrap_or(0);
-        let parts = subpacket::split(&packet, self.config.max_data_len, &mut self.qns, now.wall)
-            .map_err(SessionError::Encode)?;
+        // Parts of a split message get fresh QNs, the first one the QN minted above (C.49:
+        // …534, …535), so the generator restarts from before that QN.
+        let mut qns = before;
+        let parts =
+            subpacket::split(&packet, self.config.max_data_len, &mut qns, now.wall).map_err(SessionError::Encode)?;
+        if parts.len() > 1 {
+            self.qns = qns;
+        }
         let handle = parts.first().and_then(|p| p.field("QN")).map_or(minted, ToString::to_string);
         let count = parts.len();
         let mut steps = VecDeque::with_capacity(count);
@@ -1071,7 +1097,8 @@ impl Session {
             match found {
                 Some(i) => {
                     let ex = self.outgoing.remove(i);
-                    let exe_rtn = p.cp().get("ExeRtn").and_then(|v| v.parse().ok()).map_or(ExeRtn::Failed, ExeRtn::from_value);
+                    let exe_rtn =
+                        p.cp().get("ExeRtn").and_then(|v| v.parse().ok()).map_or(ExeRtn::Failed, ExeRtn::from_value);
                     self.events.push(Event::Completed { qn: ex.handle, exe_rtn });
                 }
                 None => self.events.push(Event::Stray { cn: answer, qn: ref_qn.map(ToString::to_string) }),
@@ -1084,7 +1111,8 @@ impl Session {
                 let Some(done) = self.outgoing[i].lane.inflight.take() else { return };
                 let ex = &mut self.outgoing[i];
                 if ex.kind == Kind::Request && answer == CN_9011 {
-                    let qn_rtn = p.cp().get("QnRtn").and_then(|v| v.parse().ok()).map_or(QnRtn::Unknown, QnRtn::from_value);
+                    let qn_rtn =
+                        p.cp().get("QnRtn").and_then(|v| v.parse().ok()).map_or(QnRtn::Unknown, QnRtn::from_value);
                     let qn = ex.handle.clone();
                     if qn_rtn == QnRtn::Ready {
                         ex.executing = Some(now.ms.saturating_add(self.config.execution_timeout()));
@@ -1109,7 +1137,10 @@ impl Session {
         }
         // A repeated 9011 for a request that already executes is not news.
         let repeated = answer == CN_9011
-            && self.outgoing.iter().any(|e| e.kind == Kind::Request && e.executing.is_some() && Some(e.handle.as_str()) == ref_qn);
+            && self
+                .outgoing
+                .iter()
+                .any(|e| e.kind == Kind::Request && e.executing.is_some() && Some(e.handle.as_str()) == ref_qn);
         if !repeated {
             self.events.push(Event::Stray { cn: answer, qn: ref_qn.map(ToString::to_string) });
         }
@@ -1252,11 +1283,9 @@ impl Session {
         let named = |e: &Exchange| {
             e.kind == Kind::Request && (qn == Some(e.handle.as_str()) || cp_qn == Some(e.handle.as_str()))
         };
-        let i = self
-            .outgoing
-            .iter()
-            .position(named)
-            .or_else(|| self.outgoing.iter().position(|e| e.kind == Kind::Request && e.executing.is_some() && e.cn == cn))?;
+        let i = self.outgoing.iter().position(named).or_else(|| {
+            self.outgoing.iter().position(|e| e.kind == Kind::Request && e.executing.is_some() && e.cn == cn)
+        })?;
         let deadline = now.ms.saturating_add(self.config.execution_timeout());
         let ex = &mut self.outgoing[i];
         // Data before the 9011 (lost on the way) means the request is being executed.

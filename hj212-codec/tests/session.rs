@@ -915,3 +915,21 @@ fn overflow_is_an_error_never_a_panic() {
     assert_eq!(acked.len(), 1);
     assert_ne!(acked[0], Event::Acked { qn: first });
 }
+
+#[test]
+fn a_2005_site_without_qns_is_acked_by_cn() {
+    let mut site = site_config();
+    site.version = hj212_codec::Version::V2005;
+    site.qn_in_uploads = false;
+    let mut pair = Pair::with(site, platform_config());
+    let handle = pair.site.submit(pair.now(), realtime(), true).unwrap();
+    pair.drive();
+    let upload = &pair.log[0].f;
+    assert_eq!((upload.qn.as_deref(), upload.flag), (None, Some(1)));
+    let events = pair.take_platform_events();
+    let [Event::Upload { token, qn: None, needs_ack: true, .. }] = &events[..] else { panic!("{events:?}") };
+    pair.platform.ack(pair.now(), *token).unwrap();
+    pair.drive();
+    assert_eq!(pair.log[1].f.data, format!("ST=91;CN=9014;PW={PW};MN={MN};CP=&&CN=2011&&"));
+    assert_eq!(pair.take_site_events(), vec![Event::Acked { qn: handle }]);
+}
