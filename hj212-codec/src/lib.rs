@@ -49,6 +49,8 @@ pub mod tables;
 pub mod time;
 
 #[cfg(feature = "alloc")]
+pub mod crypt;
+#[cfg(feature = "alloc")]
 pub mod encode;
 #[cfg(feature = "alloc")]
 pub mod log;
