@@ -161,7 +161,10 @@ pub fn decrypt_data(key: &Key, data: &[u8]) -> Result<Vec<u8>, Error> {
         let mut bytes = Vec::with_capacity(close / 5 + 1);
         for (i, item) in content[1..close].split(|&b| b == b',').enumerate() {
             let at = start + 1 + i * 5;
-            let hex = item.strip_prefix(b"0x").or_else(|| item.strip_prefix(b"0X")).ok_or(Error::new(ErrorKind::InvalidField("CP"), at))?;
+            let hex = item
+                .strip_prefix(b"0x")
+                .or_else(|| item.strip_prefix(b"0X"))
+                .ok_or(Error::new(ErrorKind::InvalidField("CP"), at))?;
             let v = match hex {
                 [h, l] => crate::crc::from_hex(&[b'0', b'0', *h, *l]),
                 _ => None,
@@ -191,10 +194,14 @@ mod tests {
 
     #[test]
     fn gb_t_32907_primitive_vector() {
-        let key = Key::new([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10]);
+        let key =
+            Key::new([0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10]);
         let mut block = *key.bytes();
         encrypt_in_place(&key, &mut block);
-        assert_eq!(block, [0x68, 0x1e, 0xdf, 0x34, 0xd2, 0x06, 0x96, 0x5e, 0x86, 0xb3, 0xe9, 0x4f, 0x53, 0x6e, 0x42, 0x46]);
+        assert_eq!(
+            block,
+            [0x68, 0x1e, 0xdf, 0x34, 0xd2, 0x06, 0x96, 0x5e, 0x86, 0xb3, 0xe9, 0x4f, 0x53, 0x6e, 0x42, 0x46]
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ fn appendix_a2_examples_encrypt_and_decrypt_byte_exactly() {
         at = next;
         let packet = packet.strip_suffix("\\r\\n").unwrap();
         let data = &packet.as_bytes()[6..packet.len() - 4];
-        assert_eq!(hex(&crypt::encrypt_data(&key, data, CipherForm::Binary).unwrap()[data.len() - 2 - cp_plain.len()..data.len() - 2 - tail.len()]), cipher_hex);
+        assert_eq!(
+            hex(&crypt::encrypt_data(&key, data, CipherForm::Binary).unwrap()
+                [data.len() - 2 - cp_plain.len()..data.len() - 2 - tail.len()]),
+            cipher_hex
+        );
         // The wire frame: plaintext length and CRC, ciphertext in between.
         let wire_data = crypt::encrypt_data(&key, data, CipherForm::Binary).unwrap();
         assert_eq!(wire_data.len(), data.len());

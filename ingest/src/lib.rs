@@ -1,3 +1,210 @@
-//! The platform side of HJ 212: accepts data acquisition units and forwards their telemetry.
+//! The platform side of HJ 212: accepts data acquisition units over TCP, checks and
+//! authenticates their frames, publishes them to MQTT, and answers them.
 //!
-//! The daemon itself is not written yet; this crate holds its place in the workspace.
+//! A data upload that asks for an answer (Flag A=1) is answered with 9014 only after the broker has
+//! acknowledged its MQTT message (PUBACK at QoS 1): the site deletes a record on that 9014, so the
+//! record must be safe at the next hop first.
+//!
+//! [`run`] runs the daemon until its shutdown token is cancelled; [`start`] does the same but returns
+//! once the listeners are bound, with a [`Handle`] that tells the bound addresses, so tests (and the
+//! binary, for `sd_notify`) can act at that point.
+//!
+//! Modules:
+//! * [`config`]: the TOML configuration and its environment overrides;
+//! * `conn`: listeners and the per-connection driver;
+//! * [`answers`]: the platform's answers (one small module, to be replaced by the codec's
+//!   exchange machine);
+//! * [`ledger`]: MQTT publishing with delivery tracking and republish after reconnect;
+//! * [`auth`], [`dedup`], [`payload`], [`metrics`], [`broker`] (the embedded rumqttd), `packet_log`.
+#![cfg_attr(not(fuzzing), warn(missing_docs))]
+
+pub mod answers;
+pub mod auth;
+pub mod broker;
+pub mod config;
+mod conn;
+pub mod dedup;
+pub mod ledger;
+pub mod metrics;
+mod packet_log;
+pub mod payload;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, ConfigError};
+pub use metrics::{Event, Metrics};
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Handle {
+    listen_addrs: Vec<SocketAddr>,
+    mqtt_addr: (String, u16),
+    metrics: Arc<Metrics>,
+    ledger: ledger::Ledger,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Handle {
+    /// The addresses the listeners are bound to, in configuration order.
+    #[must_use]
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// The MQTT broker in use (the embedded one's loopback address when embedded).
+    #[must_use]
+    pub fn mqtt_addr(&self) -> (&str, u16) {
+        (&self.mqtt_addr.0, self.mqtt_addr.1)
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Subscribes to the event stream from now on.
+    #[must_use]
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.metrics.subscribe()
+    }
+
+    /// True while the MQTT connection is up.
+    #[must_use]
+    pub fn mqtt_connected(&self) -> bool {
+        self.ledger.is_connected()
+    }
+
+    /// Waits until the daemon has stopped (after its shutdown token was cancelled).
+    ///
+    /// # Errors
+    /// Shutdown did not finish within `shutdown_timeout_secs`, or a task failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("the supervisor task failed")?
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then stops gracefully within the configured
+/// time limit.
+///
+/// # Errors
+/// The configuration is invalid ([`ConfigError`]), a listener or the embedded broker cannot bind,
+/// the packet log cannot be opened, or shutdown timed out.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Starts the daemon and returns once every listener is bound.
+///
+/// # Errors
+/// As for [`run`], except for the shutdown time limit (see [`Handle::wait`]).
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Handle> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+
+    let mqtt_addr = if config.mqtt.embedded() {
+        let addr = broker::start(config.mqtt.embedded_port).await?;
+        (addr.ip().to_string(), addr.port())
+    } else {
+        (config.mqtt.host.clone().unwrap_or_default(), config.mqtt.port)
+    };
+
+    let pl = &config.packet_log;
+    let (packet_log, log_task) = packet_log::PacketLog::open(&pl.path, pl.max_bytes, pl.keep, metrics.clone())
+        .with_context(|| format!("cannot open the packet log {}", pl.path.display()))?;
+    let log_task = log_task.map(tokio::spawn);
+
+    let settings = ledger::Settings {
+        host: mqtt_addr.0.clone(),
+        port: mqtt_addr.1,
+        client_id: config.client_id(),
+        credentials: config.mqtt.username.clone().map(|u| (u, config.mqtt.password.clone().unwrap_or_default())),
+        keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
+        max_unacked: config.mqtt.max_unacked,
+        status_topic: format!("{}/status/{}", config.mqtt.prefix, config.instance),
+    };
+    let (ledger, driver) = ledger::Ledger::new(&settings, metrics.clone());
+    let mqtt_stop = CancellationToken::new();
+    let driver_task = tokio::spawn(driver.run(mqtt_stop.clone()));
+
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let listener = TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on {}", l.addr))?;
+        listeners.push(listener);
+    }
+    let listen_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+
+    let shared = Arc::new(conn::Shared {
+        registry: auth::Registry::new(
+            &config.registry,
+            config.auth.clone(),
+            config.limits.max_frames_per_minute_per_mn,
+        ),
+        ledger: ledger.clone(),
+        dedup: dedup::Dedup::new(Duration::from_secs(config.limits.dedup_window_secs), 100_000),
+        metrics: metrics.clone(),
+        packet_log,
+        qn: std::sync::Mutex::default(),
+        tracker: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        active: AtomicUsize::new(0),
+        config: config.clone(),
+    });
+    let listener_tracker = TaskTracker::new();
+    for listener in listeners {
+        listener_tracker.spawn(conn::accept_loop(listener, shared.clone()));
+    }
+    listener_tracker.close();
+    tracing::info!(listeners = ?listen_addrs, mqtt = %format!("{}:{}", mqtt_addr.0, mqtt_addr.1), embedded = config.mqtt.embedded(), "hj212-ingest is ready.");
+    if config.registry.is_empty() && config.auth.unknown_mn != config::UnknownMnPolicy::Accept {
+        tracing::warn!("The site registry is empty: every frame will be refused.");
+    }
+
+    let supervisor_ledger = ledger.clone();
+    let done = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let limit = Duration::from_secs(config.shutdown_timeout_secs);
+        let deadline = tokio::time::Instant::now() + limit;
+        tracing::info!(timeout_secs = limit.as_secs(), "Shutting down.");
+        let graceful = async {
+            listener_tracker.wait().await;
+            let tracker = shared.tracker.clone();
+            drop(shared);
+            tracker.close();
+            tracker.wait().await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !supervisor_ledger.drain(left).await {
+                tracing::warn!(unacked = supervisor_ledger.unacked(), "Unacknowledged MQTT messages at shutdown.");
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            supervisor_ledger.close(left.min(Duration::from_secs(2))).await;
+        };
+        let result = tokio::time::timeout_at(deadline, graceful).await;
+        mqtt_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), driver_task).await;
+        if let Some(task) = log_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!("Stopped.");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::error!(timeout_secs = limit.as_secs(), "Shutdown timed out.");
+                Err(anyhow::anyhow!("shutdown timed out after {} s", limit.as_secs()))
+            }
+        }
+    });
+
+    Ok(Handle { listen_addrs, mqtt_addr, metrics, ledger, done })
+}

@@ -1,0 +1,212 @@
+//! The site registry: which MNs may talk to us, with which password and ST, and what we learn
+//! about each site while it talks (its CRC variant, its frame rate).
+//!
+//! Passwords are compared here and nowhere else, and never logged: refusals carry a reason, not
+//! the value.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hj212_codec::crc::CrcVariant;
+
+use crate::config::{Auth, CodeTable, RefusalPolicy, RegistryEntry, UnknownMnPolicy};
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The MN is not in the registry.
+    UnknownMn,
+    /// The password does not match.
+    WrongPassword,
+    /// The site may not use this ST.
+    StNotAllowed,
+}
+
+impl Refusal {
+    /// A short stable name for logs and events.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::UnknownMn => "unknown_mn",
+            Self::WrongPassword => "wrong_password",
+            Self::StNotAllowed => "st_not_allowed",
+        }
+    }
+}
+
+/// The registry's verdict on one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Accepted; the code table in force for the MN.
+    Accept {
+        /// Which site-information table applies.
+        code_table: CodeTable,
+    },
+    /// Refused and dropped.
+    Reject(Refusal),
+    /// Refused and published to the quarantine topic.
+    Quarantine(Refusal),
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+/// The registry plus what is learnt per MN.
+#[derive(Debug)]
+pub struct Registry {
+    entries: HashMap<String, RegistryEntry>,
+    policy: Auth,
+    crc_seen: Mutex<HashMap<String, CrcVariant>>,
+    rate: Mutex<HashMap<String, Window>>,
+    max_per_minute: u32,
+}
+
+impl Registry {
+    /// Builds the registry from the configuration.
+    #[must_use]
+    pub fn new(entries: &[RegistryEntry], policy: Auth, max_per_minute: u32) -> Self {
+        Self {
+            entries: entries.iter().map(|e| (e.mn.clone(), e.clone())).collect(),
+            policy,
+            crc_seen: Mutex::default(),
+            rate: Mutex::default(),
+            max_per_minute,
+        }
+    }
+
+    /// Checks a frame's MN, password and ST.
+    #[must_use]
+    pub fn check(&self, mn: &str, pw: Option<&str>, st: &str) -> Verdict {
+        let refuse = |r: Refusal| match self.policy.policy {
+            RefusalPolicy::Reject => Verdict::Reject(r),
+            RefusalPolicy::Quarantine => Verdict::Quarantine(r),
+        };
+        let Some(entry) = self.entries.get(mn) else {
+            return match self.policy.unknown_mn {
+                UnknownMnPolicy::Reject => Verdict::Reject(Refusal::UnknownMn),
+                UnknownMnPolicy::Quarantine => Verdict::Quarantine(Refusal::UnknownMn),
+                UnknownMnPolicy::Accept => Verdict::Accept { code_table: CodeTable::National },
+            };
+        };
+        if !constant_time_eq(pw.unwrap_or("").as_bytes(), entry.password.as_bytes()) {
+            return refuse(Refusal::WrongPassword);
+        }
+        // ST 91 is the interaction system: answers from the site use it whatever its own ST is.
+        if !entry.allowed_st.is_empty()
+            && st != crate::answers::ST_INTERACTION
+            && !entry.allowed_st.iter().any(|s| s == st)
+        {
+            return refuse(Refusal::StNotAllowed);
+        }
+        Verdict::Accept { code_table: entry.code_table }
+    }
+
+    /// The CRC policy to decode a frame from `mn` with (strict mode only; lenient accepts all).
+    #[must_use]
+    pub fn fixed_crc(&self, mn: &str) -> Option<CrcVariant> {
+        self.entries.get(mn).and_then(RegistryEntry::crc_variant)
+    }
+
+    /// Remembers the CRC variant a site uses; returns the previous one when it changed.
+    pub fn remember_crc(&self, mn: &str, variant: CrcVariant) -> Option<CrcVariant> {
+        let mut seen = self.crc_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get_mut(mn) {
+            Some(v) if *v == variant => None,
+            Some(v) => Some(std::mem::replace(v, variant)),
+            None => {
+                seen.insert(mn.to_string(), variant);
+                None
+            }
+        }
+    }
+
+    /// The CRC variant to answer `mn` with: the configured one, else the one it was seen using.
+    #[must_use]
+    pub fn crc_for(&self, mn: &str) -> CrcVariant {
+        self.fixed_crc(mn).unwrap_or_else(|| {
+            let seen = self.crc_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.get(mn).copied().unwrap_or(CrcVariant::Hj212)
+        })
+    }
+
+    /// Counts a frame against the MN's per-minute budget; false when it is over.
+    pub fn allow_rate(&self, mn: &str, now: Instant) -> bool {
+        if self.max_per_minute == 0 {
+            return true;
+        }
+        let mut rate = self.rate.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if rate.len() > 100_000 {
+            rate.retain(|_, w| now.duration_since(w.start) < Duration::from_secs(60));
+        }
+        let w = rate.entry(mn.to_string()).or_insert(Window { start: now, count: 0 });
+        if now.duration_since(w.start) >= Duration::from_secs(60) {
+            *w = Window { start: now, count: 0 };
+        }
+        w.count += 1;
+        w.count <= self.max_per_minute
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(mn: &str, pw: &str, st: &[&str]) -> RegistryEntry {
+        RegistryEntry {
+            mn: mn.into(),
+            password: pw.into(),
+            allowed_st: st.iter().map(|s| (*s).to_string()).collect(),
+            code_table: CodeTable::National,
+            crc: "auto".into(),
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_policy() {
+        let r = Registry::new(&[entry("A", "pw", &["32"])], Auth::default(), 0);
+        assert!(matches!(r.check("A", Some("pw"), "32"), Verdict::Accept { .. }));
+        assert!(matches!(r.check("A", Some("pw"), "91"), Verdict::Accept { .. }));
+        assert_eq!(r.check("A", Some("px"), "32"), Verdict::Reject(Refusal::WrongPassword));
+        assert_eq!(r.check("A", None, "32"), Verdict::Reject(Refusal::WrongPassword));
+        assert_eq!(r.check("A", Some("pw"), "31"), Verdict::Reject(Refusal::StNotAllowed));
+        assert_eq!(r.check("B", Some("pw"), "32"), Verdict::Reject(Refusal::UnknownMn));
+        let q = Registry::new(
+            &[entry("A", "pw", &[])],
+            Auth { policy: RefusalPolicy::Quarantine, unknown_mn: UnknownMnPolicy::Quarantine },
+            0,
+        );
+        assert_eq!(q.check("A", Some("x"), "32"), Verdict::Quarantine(Refusal::WrongPassword));
+        assert_eq!(q.check("Z", Some("x"), "32"), Verdict::Quarantine(Refusal::UnknownMn));
+    }
+
+    #[test]
+    fn the_rate_limit_resets_every_minute() {
+        let r = Registry::new(&[], Auth::default(), 2);
+        let t = Instant::now();
+        assert!(r.allow_rate("A", t) && r.allow_rate("A", t));
+        assert!(!r.allow_rate("A", t));
+        assert!(r.allow_rate("B", t));
+        assert!(r.allow_rate("A", t + Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn crc_variants_are_remembered() {
+        let r = Registry::new(&[], Auth::default(), 0);
+        assert_eq!(r.crc_for("A"), CrcVariant::Hj212);
+        assert_eq!(r.remember_crc("A", CrcVariant::ModbusLowFirst), None);
+        assert_eq!(r.crc_for("A"), CrcVariant::ModbusLowFirst);
+        assert_eq!(r.remember_crc("A", CrcVariant::Hj212), Some(CrcVariant::ModbusLowFirst));
+    }
+}

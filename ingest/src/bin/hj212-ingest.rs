@@ -1,0 +1,174 @@
+//! `hj212-ingest`: command line, logging, signals, systemd notification and exit codes around
+//! [`hj212_ingest::start`].
+//!
+//! Exit codes: 0 after a clean stop, 1 when the daemon failed or shutdown timed out, 78 for a
+//! configuration error (sysexits `EX_CONFIG`), 130 on a second SIGTERM/SIGINT, 131 on SIGQUIT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use hj212_ingest::{Config, ConfigError};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hj212-ingest",
+    version,
+    about = "HJ 212 platform daemon: TCP listener to MQTT, with acknowledgements"
+)]
+struct Cli {
+    /// Configuration file (TOML); without it the built-in defaults apply.
+    #[arg(long, short, env = "HJ212_INGEST_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings, -qq errors).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    quiet: u8,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "HJ212_INGEST_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration and exit (0 valid, 78 invalid).
+    CheckConfig,
+    /// Print the default configuration.
+    PrintDefaultConfig,
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match i16::from(cli.verbose) - i16::from(cli.quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    // The embedded broker is chatty at info; keep it to warnings unless RUST_LOG says otherwise.
+    let default = format!("{level},rumqttd=warn,rumqttc=warn");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::PrintDefaultConfig) => {
+            print!("{}", hj212_ingest::config::DEFAULT_CONFIG);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::CheckConfig) => {
+            return match Config::load(cli.config.as_deref()) {
+                Ok(config) => {
+                    println!(
+                        "configuration ok: {} listener(s), {} registered site(s), MQTT {}",
+                        config.listeners.len(),
+                        config.registry.len(),
+                        if config.mqtt.embedded() {
+                            "embedded broker".to_string()
+                        } else {
+                            format!("{}:{}", config.mqtt.host.as_deref().unwrap_or(""), config.mqtt.port)
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(&e),
+            };
+        }
+        Some(Command::Run) | None => {}
+    }
+    init_logging(&cli);
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(daemon(config))
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(78)
+}
+
+async fn daemon(config: Config) -> ExitCode {
+    let token = CancellationToken::new();
+    let handle = match hj212_ingest::start(config, token.clone()).await {
+        Ok(h) => h,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "Could not start.");
+            eprintln!("error: {error:#}");
+            return if error.is::<ConfigError>() { ExitCode::from(78) } else { ExitCode::FAILURE };
+        }
+    };
+    // Errors are ignored: outside systemd there is no NOTIFY_SOCKET and this does nothing.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tokio::spawn(signals(token.clone()));
+    let result = handle.wait().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM/SIGINT: graceful stop; a second one, or SIGQUIT, exits at once; SIGHUP is ignored.
+async fn signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("Cannot install signal handlers.");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = quit.recv() => {
+                tracing::warn!("SIGQUIT: exiting immediately.");
+                std::process::exit(131);
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP ignored: configuration reload is not supported; restart instead.");
+                continue;
+            }
+        }
+        if token.is_cancelled() {
+            tracing::warn!("Second signal: exiting immediately.");
+            std::process::exit(130);
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        token.cancel();
+    }
+}

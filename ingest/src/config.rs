@@ -1,0 +1,554 @@
+//! The daemon's configuration: a TOML file, defaults in one place (`default.toml`), environment
+//! overrides for the settings an operator changes most, and validation with messages that name
+//! the setting.
+//!
+//! Order of precedence: environment variable, then the file, then the default. The defaults are
+//! the values written in `ingest/default.toml`, which is also what `print-default-config` prints;
+//! a test checks that the two agree.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hj212_codec::crc::CrcVariant;
+use serde::Deserialize;
+
+/// The text of `ingest/default.toml`.
+pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+
+/// A configuration that could not be read or is not valid (the binary exits with 78).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Instance name, used in the status topic.
+    #[serde(default = "default_instance")]
+    pub instance: String,
+    /// Seconds allowed for a graceful shutdown.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+    /// The sites' clock zone in minutes east of UTC.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset_minutes: i32,
+    /// TCP listeners.
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<Listener>,
+    /// Connection and traffic limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Frame checking.
+    #[serde(default)]
+    pub decode: Decode,
+    /// Authentication policy.
+    #[serde(default)]
+    pub auth: Auth,
+    /// The MQTT side.
+    #[serde(default)]
+    pub mqtt: Mqtt,
+    /// The packet log.
+    #[serde(default)]
+    pub packet_log: PacketLog,
+    /// The site registry.
+    #[serde(default)]
+    pub registry: Vec<RegistryEntry>,
+}
+
+/// One TCP listener.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// The address to bind, such as `0.0.0.0:9212`; port 0 picks a free port.
+    pub addr: SocketAddr,
+}
+
+/// Connection and traffic limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections beyond this are closed right after accept.
+    pub max_connections: usize,
+    /// Seconds of silence before a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// The largest declared data-segment length accepted.
+    pub max_frame_len: usize,
+    /// Bytes without a frame before a connection is closed.
+    pub max_garbage_bytes: usize,
+    /// Frames per minute accepted from one MN; 0 = no limit.
+    pub max_frames_per_minute_per_mn: u32,
+    /// Duplicate-detection window in seconds; 0 turns detection off.
+    pub dedup_window_secs: u64,
+    /// Seconds a 9014 waits for the broker's acknowledgement.
+    pub ack_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            idle_timeout_secs: 600,
+            max_frame_len: hj212_codec::frame::MAX_DATA_LEN_FIELD,
+            max_garbage_bytes: 16384,
+            max_frames_per_minute_per_mn: 600,
+            dedup_window_secs: 600,
+            ack_timeout_secs: 60,
+        }
+    }
+}
+
+/// How frames are judged.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeMode {
+    /// Accept every readable deviation and count it.
+    #[default]
+    Lenient,
+    /// Refuse every deviation from HJ 212-2017.
+    Strict,
+}
+
+/// Frame checking.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Decode {
+    /// Lenient or strict.
+    pub mode: DecodeMode,
+}
+
+/// What happens to a frame that fails authentication.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RefusalPolicy {
+    /// Drop it (logged and counted).
+    #[default]
+    Reject,
+    /// Publish it to `{prefix}/quarantine/{mn}`, unanswered.
+    Quarantine,
+}
+
+/// What happens to a frame from an MN that is not in the registry.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMnPolicy {
+    /// Drop it.
+    #[default]
+    Reject,
+    /// Publish it to `{prefix}/quarantine/{mn}`, unanswered.
+    Quarantine,
+    /// Treat it as a known site with no password check (trials only).
+    Accept,
+}
+
+/// Authentication policy.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Wrong password or ST.
+    pub policy: RefusalPolicy,
+    /// MN not in the registry.
+    pub unknown_mn: UnknownMnPolicy,
+}
+
+/// The MQTT side.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mqtt {
+    /// Topic prefix.
+    pub prefix: String,
+    /// External broker host.
+    pub host: Option<String>,
+    /// External broker port.
+    pub port: u16,
+    /// Run rumqttd in-process; `None` means "when no host is set".
+    pub embedded: Option<bool>,
+    /// Port of the embedded broker on 127.0.0.1; 0 picks a free port.
+    pub embedded_port: u16,
+    /// Client id; `None` means `hj212-ingest-{instance}`.
+    pub client_id: Option<String>,
+    /// Broker user name.
+    pub username: Option<String>,
+    /// Broker password.
+    pub password: Option<String>,
+    /// MQTT keep-alive in seconds.
+    pub keep_alive_secs: u64,
+    /// Published messages not yet acknowledged, at most.
+    pub max_unacked: usize,
+}
+
+impl fmt::Debug for Mqtt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mqtt")
+            .field("prefix", &self.prefix)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("embedded", &self.embedded)
+            .field("embedded_port", &self.embedded_port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "******"))
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("max_unacked", &self.max_unacked)
+            .finish()
+    }
+}
+
+impl Default for Mqtt {
+    fn default() -> Self {
+        Self {
+            prefix: "hj212".into(),
+            host: None,
+            port: 1883,
+            embedded: None,
+            embedded_port: 1883,
+            client_id: None,
+            username: None,
+            password: None,
+            keep_alive_secs: 30,
+            max_unacked: 10_000,
+        }
+    }
+}
+
+impl Mqtt {
+    /// True when the embedded broker runs.
+    #[must_use]
+    pub fn embedded(&self) -> bool {
+        self.embedded.unwrap_or_else(|| self.host.is_none())
+    }
+}
+
+/// The packet log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacketLog {
+    /// The file; empty turns the log off.
+    pub path: PathBuf,
+    /// Rotate when the file passes this size.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl Default for PacketLog {
+    fn default() -> Self {
+        Self { path: PathBuf::from("/var/log/hj212/ingest-packets.log"), max_bytes: 64 * 1024 * 1024, keep: 5 }
+    }
+}
+
+/// Which site-information code table applies to an MN.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeTable {
+    /// HJ 212-2017 Table B.10.
+    #[default]
+    National,
+    /// The Hebei extension, falling back to the national table.
+    Hebei,
+}
+
+impl CodeTable {
+    /// A short stable name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::National => "national",
+            Self::Hebei => "hebei",
+        }
+    }
+}
+
+/// One registered site.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntry {
+    /// The device identifier.
+    pub mn: String,
+    /// The access password.
+    pub password: String,
+    /// ST values the site may use; empty means any.
+    #[serde(default)]
+    pub allowed_st: Vec<String>,
+    /// The site-information code table.
+    #[serde(default)]
+    pub code_table: CodeTable,
+    /// `auto`, or a CRC variant name (`hj212`, `modbus`, `modbus-le`).
+    #[serde(default = "default_crc")]
+    pub crc: String,
+}
+
+impl fmt::Debug for RegistryEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryEntry")
+            .field("mn", &self.mn)
+            .field("password", &"******")
+            .field("allowed_st", &self.allowed_st)
+            .field("code_table", &self.code_table)
+            .field("crc", &self.crc)
+            .finish()
+    }
+}
+
+impl RegistryEntry {
+    /// The CRC variant fixed for this site, or `None` for auto-detection.
+    #[must_use]
+    pub fn crc_variant(&self) -> Option<CrcVariant> {
+        CrcVariant::from_name(&self.crc)
+    }
+}
+
+fn default_instance() -> String {
+    "ingest".into()
+}
+const fn default_shutdown_timeout() -> u64 {
+    30
+}
+const fn default_utc_offset() -> i32 {
+    480
+}
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener { addr: SocketAddr::from(([0, 0, 0, 0], 9212)) }]
+}
+fn default_crc() -> String {
+    "auto".into()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            instance: default_instance(),
+            shutdown_timeout_secs: default_shutdown_timeout(),
+            utc_offset_minutes: default_utc_offset(),
+            listeners: default_listeners(),
+            limits: Limits::default(),
+            decode: Decode::default(),
+            auth: Auth::default(),
+            mqtt: Mqtt::default(),
+            packet_log: PacketLog::default(),
+            registry: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text (no environment overrides, no validation).
+    ///
+    /// # Errors
+    /// The TOML is malformed or names an unknown setting.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("invalid configuration: {e}")))
+    }
+
+    /// Reads a file (or the built-in defaults when `path` is `None`), applies the environment
+    /// overrides and validates the result.
+    ///
+    /// # Errors
+    /// The file cannot be read, does not parse, or is not valid.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError(format!("cannot read {}: {e}", p.display())))?;
+                Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", p.display(), e.0)))?
+            }
+            None => Self::from_toml(DEFAULT_CONFIG)?,
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `HJ212_INGEST_*` overrides, reading variables through `get`.
+    ///
+    /// # Errors
+    /// A variable whose value cannot be read as the setting's type.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.trim().parse().map_err(|e| ConfigError(format!("environment variable {name}={v:?}: {e}")))
+        }
+        fn choice<T: serde::de::DeserializeOwned>(name: &str, v: &str) -> Result<T, ConfigError> {
+            T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(v.trim()))
+                .map_err(|e| ConfigError(format!("environment variable {name}={v:?}: {e}")))
+        }
+        macro_rules! env {
+            ($key:literal, |$name:ident, $v:ident| $apply:expr) => {
+                if let Some($v) = get($key) {
+                    let $v = $v.as_str();
+                    let $name = $key;
+                    let _ = $name;
+                    $apply;
+                }
+            };
+        }
+        env!("HJ212_INGEST_INSTANCE", |name, v| self.instance = v.to_string());
+        env!("HJ212_INGEST_SHUTDOWN_TIMEOUT_SECS", |name, v| self.shutdown_timeout_secs = parse(name, v)?);
+        env!("HJ212_INGEST_UTC_OFFSET_MINUTES", |name, v| self.utc_offset_minutes = parse(name, v)?);
+        env!("HJ212_INGEST_LISTEN", |name, v| {
+            self.listeners = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse(name, s).map(|addr| Listener { addr }))
+                .collect::<Result<_, _>>()?;
+        });
+        env!("HJ212_INGEST_MAX_CONNECTIONS", |name, v| self.limits.max_connections = parse(name, v)?);
+        env!("HJ212_INGEST_IDLE_TIMEOUT_SECS", |name, v| self.limits.idle_timeout_secs = parse(name, v)?);
+        env!("HJ212_INGEST_MAX_FRAME_LEN", |name, v| self.limits.max_frame_len = parse(name, v)?);
+        env!("HJ212_INGEST_MAX_GARBAGE_BYTES", |name, v| self.limits.max_garbage_bytes = parse(name, v)?);
+        env!("HJ212_INGEST_MAX_FRAMES_PER_MINUTE_PER_MN", |name, v| self.limits.max_frames_per_minute_per_mn =
+            parse(name, v)?);
+        env!("HJ212_INGEST_DEDUP_WINDOW_SECS", |name, v| self.limits.dedup_window_secs = parse(name, v)?);
+        env!("HJ212_INGEST_ACK_TIMEOUT_SECS", |name, v| self.limits.ack_timeout_secs = parse(name, v)?);
+        env!("HJ212_INGEST_DECODE_MODE", |name, v| self.decode.mode = choice(name, v)?);
+        env!("HJ212_INGEST_AUTH_POLICY", |name, v| self.auth.policy = choice(name, v)?);
+        env!("HJ212_INGEST_UNKNOWN_MN", |name, v| self.auth.unknown_mn = choice(name, v)?);
+        env!("HJ212_INGEST_MQTT_PREFIX", |name, v| self.mqtt.prefix = v.to_string());
+        env!("HJ212_INGEST_MQTT_HOST", |name, v| self.mqtt.host = Some(v.to_string()).filter(|h| !h.is_empty()));
+        env!("HJ212_INGEST_MQTT_PORT", |name, v| self.mqtt.port = parse(name, v)?);
+        env!("HJ212_INGEST_MQTT_EMBEDDED", |name, v| self.mqtt.embedded = Some(parse(name, v)?));
+        env!("HJ212_INGEST_MQTT_EMBEDDED_PORT", |name, v| self.mqtt.embedded_port = parse(name, v)?);
+        env!("HJ212_INGEST_MQTT_CLIENT_ID", |name, v| self.mqtt.client_id = Some(v.to_string()));
+        env!("HJ212_INGEST_MQTT_USERNAME", |name, v| self.mqtt.username = Some(v.to_string()));
+        env!("HJ212_INGEST_MQTT_PASSWORD", |name, v| self.mqtt.password = Some(v.to_string()));
+        env!("HJ212_INGEST_MQTT_MAX_UNACKED", |name, v| self.mqtt.max_unacked = parse(name, v)?);
+        env!("HJ212_INGEST_PACKET_LOG", |name, v| self.packet_log.path = PathBuf::from(v));
+        Ok(())
+    }
+
+    /// Checks values that parse but make no sense.
+    ///
+    /// # Errors
+    /// The first problem found, naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError(msg));
+        if self.instance.is_empty() || self.instance.contains(['/', '+', '#']) {
+            return bad(format!("instance = {:?}: must be non-empty and contain no '/', '+' or '#'", self.instance));
+        }
+        if self.listeners.is_empty() {
+            return bad("listeners: at least one [[listeners]] addr is required".into());
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1".into());
+        }
+        if self.limits.idle_timeout_secs == 0 {
+            return bad("limits.idle_timeout_secs must be at least 1".into());
+        }
+        if !(64..=hj212_codec::frame::MAX_DATA_LEN_FIELD).contains(&self.limits.max_frame_len) {
+            return bad(format!("limits.max_frame_len = {}: must be between 64 and 9999", self.limits.max_frame_len));
+        }
+        if self.limits.max_garbage_bytes == 0 {
+            return bad("limits.max_garbage_bytes must be at least 1".into());
+        }
+        if self.limits.ack_timeout_secs == 0 {
+            return bad("limits.ack_timeout_secs must be at least 1".into());
+        }
+        if !(-14 * 60..=14 * 60).contains(&self.utc_offset_minutes) {
+            return bad(format!("utc_offset_minutes = {}: must be between -840 and 840", self.utc_offset_minutes));
+        }
+        if self.mqtt.prefix.is_empty() || self.mqtt.prefix.contains(['+', '#']) || self.mqtt.prefix.ends_with('/') {
+            return bad(format!(
+                "mqtt.prefix = {:?}: must be non-empty, without '+', '#' or a trailing '/'",
+                self.mqtt.prefix
+            ));
+        }
+        if !self.mqtt.embedded() && self.mqtt.host.is_none() {
+            return bad("mqtt: embedded = false needs mqtt.host".into());
+        }
+        if self.mqtt.max_unacked == 0 || self.mqtt.max_unacked > u16::MAX as usize - 1 {
+            return bad(format!("mqtt.max_unacked = {}: must be between 1 and 65534", self.mqtt.max_unacked));
+        }
+        if self.mqtt.keep_alive_secs < 5 {
+            return bad(format!("mqtt.keep_alive_secs = {}: must be at least 5", self.mqtt.keep_alive_secs));
+        }
+        let mut seen = HashSet::new();
+        for (i, e) in self.registry.iter().enumerate() {
+            if e.mn.is_empty() || e.mn.contains(['/', '+', '#', ';', '&']) {
+                return bad(format!(
+                    "registry[{i}].mn = {:?}: must be non-empty, without '/', '+', '#', ';' or '&'",
+                    e.mn
+                ));
+            }
+            if !seen.insert(e.mn.as_str()) {
+                return bad(format!("registry[{i}].mn = {:?}: listed twice", e.mn));
+            }
+            if e.password.is_empty() {
+                return bad(format!("registry[{i}] (mn {}): password must not be empty", e.mn));
+            }
+            if e.crc != "auto" && e.crc_variant().is_none() {
+                return bad(format!("registry[{i}].crc = {:?}: expected auto, hj212, modbus or modbus-le", e.crc));
+            }
+        }
+        Ok(())
+    }
+
+    /// The MQTT client id.
+    #[must_use]
+    pub fn client_id(&self) -> String {
+        self.mqtt.client_id.clone().unwrap_or_else(|| format!("hj212-ingest-{}", self.instance))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses_validates_and_equals_the_built_in_defaults() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG).unwrap();
+        parsed.validate().unwrap();
+        let built = Config::default();
+        assert_eq!(format!("{parsed:?}"), format!("{built:?}"));
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let e = Config::from_toml("[limits]\nmax_conections = 3\n").unwrap_err();
+        assert!(e.0.contains("max_conections"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_win_and_bad_values_name_the_variable() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "HJ212_INGEST_LISTEN" => Some("127.0.0.1:1,127.0.0.1:2".into()),
+            "HJ212_INGEST_DECODE_MODE" => Some("strict".into()),
+            "HJ212_INGEST_MQTT_HOST" => Some("broker".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.decode.mode, DecodeMode::Strict);
+        assert!(!c.mqtt.embedded());
+        let e = c.apply_env(|k| (k == "HJ212_INGEST_MAX_CONNECTIONS").then(|| "many".into())).unwrap_err();
+        assert!(e.0.contains("HJ212_INGEST_MAX_CONNECTIONS"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let c = Config::from_toml("[[registry]]\nmn = \"A\"\npassword = \"\"\n").unwrap();
+        assert!(c.validate().unwrap_err().0.contains("registry[0]"));
+        let c = Config::from_toml("[mqtt]\nprefix = \"a/#\"\n").unwrap();
+        assert!(c.validate().unwrap_err().0.contains("mqtt.prefix"));
+    }
+
+    #[test]
+    fn passwords_are_not_printed_by_debug() {
+        let c =
+            Config::from_toml("[mqtt]\npassword = \"s3cret\"\n[[registry]]\nmn = \"A\"\npassword = \"pw-secret\"\n")
+                .unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("s3cret") && !text.contains("pw-secret"), "{text}");
+    }
+}

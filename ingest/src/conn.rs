@@ -1,0 +1,368 @@
+//! The listeners and the per-connection driver.
+//!
+//! One task per listener accepts connections; one task per connection reads, cuts frames with the
+//! codec's `Deframer`, and handles each frame synchronously: check, authenticate, publish, answer.
+//! Answers go through a writer task that owns the socket's write half, so the reader never waits
+//! for the broker: a 9014 waits (in a task of its own) for the PUBACK of the message it answers,
+//! then is queued to the writer.
+//!
+//! Invariants:
+//! * A 9014 is written only after the broker acknowledged the frame's message (or the message of
+//!   the earlier copy this frame duplicates).
+//! * Answers (9011–9014) are never answered.
+//! * Passwords are never logged: log lines carry the MN and a reason, and the packet log masks them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hj212_codec::codes::Command;
+use hj212_codec::crc::{CrcPolicy, CrcVariant};
+use hj212_codec::frame::{Deframer, Event as FrameEvent, SplitConfig, Splitter};
+use hj212_codec::log::Direction;
+use hj212_codec::qn::QnGenerator;
+use hj212_codec::tables::{self, CommandClass, TableVersion};
+use hj212_codec::time::DateTime;
+use hj212_codec::{DecodeOptions, Decoded, Packet, RawFrame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::answers;
+use crate::auth::{Registry, Verdict};
+use crate::config::{Config, DecodeMode};
+use crate::dedup::{Dedup, Key, Seen};
+use crate::ledger::{Delivery, Ledger};
+use crate::metrics::{Event, Metrics};
+use crate::packet_log::PacketLog;
+use crate::payload;
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Sites and what is learnt about them.
+    pub registry: Registry,
+    /// The MQTT ledger.
+    pub ledger: Ledger,
+    /// Recently seen frames.
+    pub dedup: Dedup,
+    /// Counters and events.
+    pub metrics: Arc<Metrics>,
+    /// The packet log.
+    pub packet_log: PacketLog,
+    /// QNs of the requests the platform sends.
+    pub qn: Mutex<QnGenerator>,
+    /// Connection and answer tasks.
+    pub tracker: TaskTracker,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+    /// Open connections.
+    pub active: AtomicUsize,
+}
+
+/// The time now, in milliseconds since 1970 (UTC).
+#[must_use]
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Accepts connections until shutdown.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Usually EMFILE: back off briefly instead of spinning.
+                tracing::warn!(%error, "Accept failed.");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = shared.config.limits.max_connections;
+        if shared.active.fetch_add(1, Ordering::AcqRel) >= max {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+            Metrics::inc(&shared.metrics.counters.connections_refused);
+            tracing::warn!(%peer, max_connections = max, "Refused a connection: too many open.");
+            drop(stream);
+            continue;
+        }
+        Metrics::inc(&shared.metrics.counters.connections_accepted);
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            serve(stream, peer, &shared2).await;
+            shared2.active.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+    tracing::debug!(listener = ?local, "Listener stopped.");
+}
+
+/// One frame to write, with what to report once it is written.
+#[derive(Debug)]
+struct Outgoing {
+    frame: Vec<u8>,
+    mn: String,
+    cn: u16,
+    qn: Option<String>,
+}
+
+struct Conn<'s> {
+    shared: &'s Arc<Shared>,
+    peer: Arc<str>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
+    let peer: Arc<str> = Arc::from(peer_addr.to_string());
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+
+    // The writer: ends when every sender (reader and pending answers) is gone.
+    let writer_shared = shared.clone();
+    let writer_peer = peer.clone();
+    shared.tracker.spawn(async move {
+        while let Some(out) = rx.recv().await {
+            if let Err(error) = wr.write_all(&out.frame).await {
+                tracing::debug!(peer = %writer_peer, %error, "Write failed; the answer is dropped.");
+                break;
+            }
+            writer_shared.packet_log.record(now_ms(), Direction::Out, &writer_peer, &out.frame, false);
+            Metrics::inc(&writer_shared.metrics.counters.answers_sent);
+            writer_shared.metrics.emit(Event::AnswerSent { mn: out.mn, cn: out.cn, qn: out.qn });
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let limits = &shared.config.limits;
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let mut deframer = Deframer::new(Splitter::new(SplitConfig { max_data_len: limits.max_frame_len }));
+    let mut buf = vec![0u8; 8192];
+    let mut total: u64 = 0;
+    let mut garbage_run: usize = 0;
+    let conn = Conn { shared, peer: peer.clone(), tx };
+    tracing::debug!(peer = %peer, "Connection opened.");
+    loop {
+        let read = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            read = tokio::time::timeout(idle, rd.read(&mut buf)) => read,
+        };
+        let eof = match read {
+            Err(_) => {
+                Metrics::inc(&shared.metrics.counters.connections_idle_closed);
+                tracing::info!(peer = %peer, idle_secs = idle.as_secs(), "Closing an idle connection.");
+                break;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(peer = %peer, %error, "Read failed.");
+                break;
+            }
+            Ok(Ok(0)) => {
+                deframer.finish();
+                true
+            }
+            Ok(Ok(n)) => {
+                total += n as u64;
+                deframer.feed(&buf[..n]);
+                false
+            }
+        };
+        while let Some(event) = deframer.next_event() {
+            match event {
+                FrameEvent::Frame { frame, .. } => {
+                    garbage_run = 0;
+                    conn.handle_frame(frame);
+                }
+                FrameEvent::Skipped { len, reason, offset } => {
+                    garbage_run += len;
+                    Metrics::add(&shared.metrics.counters.bytes_skipped, len as u64);
+                    tracing::debug!(peer = %peer, offset, len, reason = reason.name(), "Skipped bytes between frames.");
+                }
+            }
+        }
+        if garbage_run > limits.max_garbage_bytes {
+            Metrics::inc(&shared.metrics.counters.connections_garbage_closed);
+            tracing::warn!(peer = %peer, skipped = garbage_run, "Closing a connection that sends no frames.");
+            break;
+        }
+        if eof {
+            if total == 0 {
+                Metrics::inc(&shared.metrics.counters.connections_probe);
+                tracing::debug!(peer = %peer, "Connection closed without data (probe).");
+            } else {
+                tracing::debug!(peer = %peer, bytes = total, "Connection closed by the peer.");
+            }
+            break;
+        }
+    }
+}
+
+impl Conn<'_> {
+    fn handle_frame(&self, frame: RawFrame<'_>) {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        let received_ms = now_ms();
+        Metrics::inc(&metrics.counters.frames_in);
+        let mut decoded = Decoded::new(frame, DecodeOptions::LENIENT);
+        if shared.config.decode.mode == DecodeMode::Strict {
+            let fixed = decoded.packet.as_ref().ok().and_then(|p| p.mn()).and_then(|mn| shared.registry.fixed_crc(mn));
+            let crc = CrcPolicy::Only(fixed.unwrap_or(CrcVariant::Hj212));
+            decoded = Decoded::new(frame, DecodeOptions { strict: true, crc });
+        }
+        shared.packet_log.record(received_ms, Direction::In, &self.peer, frame.bytes(), decoded.crc.is_err());
+        let packet = match decoded.verdict() {
+            Ok(p) => p,
+            Err(error) => {
+                Metrics::inc(&metrics.counters.frames_invalid);
+                tracing::warn!(peer = %self.peer, %error, "Refused an invalid frame.");
+                return;
+            }
+        };
+        metrics.count_deviations(decoded.deviations());
+        let mn = packet.mn().unwrap_or("");
+        if let Ok(variant) = decoded.crc {
+            if let Some(previous) = shared.registry.remember_crc(mn, variant) {
+                tracing::info!(mn, from = previous.name(), to = variant.name(), "Site changed its CRC variant.");
+            }
+        }
+        if !shared.registry.allow_rate(mn, Instant::now()) {
+            Metrics::inc(&metrics.counters.frames_rate_limited);
+            tracing::warn!(peer = %self.peer, mn, "Dropped a frame over the per-MN rate limit.");
+            return;
+        }
+        let code_table = match shared.registry.check(mn, packet.pw(), packet.st()) {
+            Verdict::Accept { code_table } => code_table,
+            Verdict::Reject(reason) => {
+                Metrics::inc(&metrics.counters.auth_refused);
+                tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Refused a frame.");
+                metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
+                return;
+            }
+            Verdict::Quarantine(reason) => {
+                Metrics::inc(&metrics.counters.auth_refused);
+                Metrics::inc(&metrics.counters.quarantined);
+                tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Quarantined a frame.");
+                metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
+                let ctx =
+                    payload::Context { received_ms, peer: &self.peer, code_table: crate::config::CodeTable::National };
+                let mut body = payload::build(&decoded, &packet, &ctx);
+                body["refused"] = serde_json::json!(reason.name());
+                let topic = format!("{}/quarantine/{}", shared.config.mqtt.prefix, topic_segment(mn));
+                let _ =
+                    shared.ledger.publish(topic, body.to_string().into_bytes(), false, packet.qn().map(str::to_string));
+                return;
+            }
+        };
+
+        let ctx = payload::Context { received_ms, peer: &self.peer, code_table };
+        let body = payload::build(&decoded, &packet, &ctx).to_string().into_bytes();
+        let topic = format!("{}/{}/{}", shared.config.mqtt.prefix, topic_segment(mn), packet.cn_str());
+        let command = Command::from_value(packet.cn());
+        let qn = packet.qn().map(str::to_string);
+        let key = Key {
+            mn: mn.to_string(),
+            cn: packet.cn(),
+            qn: qn.clone(),
+            data_time: packet.cp().get("DataTime").map(str::to_string),
+        };
+        let seen = shared
+            .dedup
+            .check(Some(key), Instant::now(), || shared.ledger.publish(topic.clone(), body, false, qn.clone()));
+        let delivery = match seen {
+            Ok(Seen::New(d)) => d,
+            Ok(Seen::Duplicate(d)) => {
+                Metrics::inc(&metrics.counters.duplicates);
+                tracing::debug!(mn, cn = packet.cn(), qn = ?qn, "Duplicate frame; not published again.");
+                d
+            }
+            Err(error) => {
+                tracing::warn!(mn, %error, "Frame not accepted; it stays unanswered.");
+                return;
+            }
+        };
+
+        // HJ 212-2017 §6.5: answers are never answered.
+        if command.is_answer() {
+            return;
+        }
+        let crc = shared.registry.crc_for(mn);
+        if command == Command::TimeCalibrationRequest {
+            if packet.wants_ack() || packet.flag().is_none() {
+                self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
+            }
+            let local_ms = now_ms() + i64::from(shared.config.utc_offset_minutes) * 60_000;
+            let now = DateTime::from_millis(local_ms).unwrap_or(DateTime {
+                year: 1970,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: 0,
+                millis: 0,
+            });
+            let qn = shared.qn.lock().unwrap_or_else(PoisonError::into_inner).next_string(now);
+            let frame = answers::set_time(&packet, &qn, now, crc);
+            self.send_now(frame, mn, 1012, Some(&qn));
+            return;
+        }
+        if !packet.wants_ack() {
+            return;
+        }
+        let version = TableVersion::from_flag(packet.flag().map_or(0, |f| f.0)).unwrap_or(TableVersion::V2017);
+        let class = tables::command(packet.cn(), version).map(|c| c.class);
+        if class == Some(CommandClass::Notification) {
+            self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
+            return;
+        }
+        self.send_after(delivery, &packet, answers::answer(&packet, 9014, crc));
+    }
+
+    fn send_now(&self, frame: Vec<u8>, mn: &str, cn: u16, qn: Option<&str>) {
+        let _ = self.tx.send(Outgoing { frame, mn: mn.to_string(), cn, qn: qn.map(str::to_string) });
+    }
+
+    /// Queues a 9014 for when `delivery` turns true.
+    fn send_after(&self, mut delivery: Delivery, packet: &Packet<'_>, frame: Vec<u8>) {
+        let out = Outgoing {
+            frame,
+            mn: packet.mn().unwrap_or("").to_string(),
+            cn: 9014,
+            qn: packet.reference_qn().map(str::to_string),
+        };
+        if *delivery.borrow() {
+            let _ = self.tx.send(out);
+            return;
+        }
+        let tx = self.tx.clone();
+        let metrics = self.shared.metrics.clone();
+        let limit = Duration::from_secs(self.shared.config.limits.ack_timeout_secs);
+        self.shared.tracker.spawn(async move {
+            match tokio::time::timeout(limit, delivery.wait_for(|acked| *acked)).await {
+                Ok(Ok(_)) => {
+                    let _ = tx.send(out);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    Metrics::inc(&metrics.counters.answers_timed_out);
+                    tracing::warn!(mn = %out.mn, qn = ?out.qn, "No broker acknowledgement in time; 9014 not sent.");
+                }
+            }
+        });
+    }
+}
+
+/// An MN as one topic level: MQTT wildcards and separators replaced by `_`.
+fn topic_segment(mn: &str) -> String {
+    if mn.is_empty() {
+        return "_".into();
+    }
+    mn.chars().map(|c| if matches!(c, '/' | '+' | '#' | '\0') { '_' } else { c }).collect()
+}

@@ -1,0 +1,340 @@
+//! The MQTT delivery ledger: a message counts as delivered only when the broker has acknowledged
+//! it (PUBACK for QoS 1), and nothing that was handed to us is lost across reconnects.
+//!
+//! rumqttc keeps un-acknowledged publishes across a reconnect only when the broker reports a saved
+//! session; with a clean session it drops them.
+//! So the ledger keeps its own copy of every message until its PUBACK, and republishes all of them,
+//! in order, after every CONNACK.
+//!
+//! How a PUBACK is matched to a message: rumqttc assigns packet ids as it takes requests from its
+//! channel, in order, and reports each with `Outgoing::Publish(pkid)` (or `AwaitAck(pkid)` when the
+//! id collides with one still in flight). Every request in that channel comes from this module and
+//! is sent while holding the ledger's lock, so the ledger's FIFO of sent messages is in the same
+//! order as the channel, and the n-th `Outgoing::Publish` names the n-th message.
+//!
+//! Invariants:
+//! * A request is put into rumqttc's channel only while the ledger believes the connection is up.
+//!   When a poll fails, the ledger first marks the connection down (under the lock), then drains
+//!   the channel with `EventLoop::clean`, so no request of the old connection survives into the new
+//!   one, where it would be sent twice and shift the FIFO.
+//! * One task owns the `EventLoop` and polls it forever (with backoff on errors); the poll future
+//!   is never cancelled except at the very end of shutdown.
+//! * A message leaves the ledger only on its PUBACK.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{Event, Metrics};
+
+/// Whether a message has been acknowledged: becomes `true` once, on its PUBACK.
+pub type Delivery = watch::Receiver<bool>;
+
+/// The ledger holds `max_unacked` messages already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerFull;
+
+impl std::fmt::Display for LedgerFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the MQTT ledger is full")
+    }
+}
+
+impl std::error::Error for LedgerFull {}
+
+#[derive(Debug)]
+struct Entry {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+    qn: Option<String>,
+    done: watch::Sender<bool>,
+    sends: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connected: bool,
+    closed: bool,
+    next_id: u64,
+    entries: BTreeMap<u64, Entry>,
+    /// Messages handed to rumqttc and not yet given a packet id, in channel order.
+    fifo: VecDeque<u64>,
+    by_pkid: HashMap<u16, u64>,
+    /// A message whose packet id collided, waiting for the older one's PUBACK.
+    collided: Option<(u16, u64)>,
+}
+
+/// Settings of the MQTT connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id.
+    pub client_id: String,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Most messages held un-acknowledged.
+    pub max_unacked: usize,
+    /// Retained status topic; "online" is published on every connect, "offline" is the will.
+    pub status_topic: String,
+}
+
+/// The publishing side of the ledger; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    state: Arc<Mutex<State>>,
+    client: AsyncClient,
+    metrics: Arc<Metrics>,
+    max_unacked: usize,
+    status_topic: String,
+}
+
+/// The polling side: owns the rumqttc event loop.
+pub struct Driver {
+    ledger: Ledger,
+    eventloop: EventLoop,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("ledger", &self.ledger).finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Creates the ledger and its driver; run [`Driver::run`] in a task.
+    #[must_use]
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> (Self, Driver) {
+        let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+        options.set_keep_alive(settings.keep_alive);
+        options.set_clean_session(true);
+        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        options.set_last_will(LastWill::new(settings.status_topic.clone(), "offline", QoS::AtLeastOnce, true));
+        if let Some((user, pass)) = &settings.credentials {
+            options.set_credentials(user.clone(), pass.clone());
+        }
+        // Room for every message the ledger may hold, so `try_publish` never finds the channel full.
+        let (client, eventloop) = AsyncClient::new(options, settings.max_unacked + 64);
+        let ledger = Self {
+            state: Arc::default(),
+            client,
+            metrics,
+            max_unacked: settings.max_unacked,
+            status_topic: settings.status_topic.clone(),
+        };
+        (ledger.clone(), Driver { ledger, eventloop })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Publishes `payload` to `topic` at QoS 1; the returned [`Delivery`] turns true on PUBACK.
+    ///
+    /// # Errors
+    /// [`LedgerFull`] when `max_unacked` messages are waiting already, or after shutdown began.
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+        qn: Option<String>,
+    ) -> Result<Delivery, LedgerFull> {
+        let mut state = self.lock();
+        if state.closed || state.entries.len() >= self.max_unacked {
+            Metrics::inc(&self.metrics.counters.mqtt_ledger_full);
+            return Err(LedgerFull);
+        }
+        let (done, delivery) = watch::channel(false);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.entries.insert(id, Entry { topic, payload, retain, qn, done, sends: 0 });
+        Metrics::inc(&self.metrics.counters.mqtt_published);
+        if state.connected {
+            self.send(&mut state, id);
+        }
+        Ok(delivery)
+    }
+
+    /// Hands one message to rumqttc. Called with the lock held, only while connected.
+    fn send(&self, state: &mut State, id: u64) {
+        let Some(entry) = state.entries.get_mut(&id) else { return };
+        match self.client.try_publish(entry.topic.clone(), QoS::AtLeastOnce, entry.retain, entry.payload.clone()) {
+            Ok(()) => {
+                if entry.sends > 0 {
+                    Metrics::inc(&self.metrics.counters.mqtt_republished);
+                }
+                entry.sends += 1;
+                state.fifo.push_back(id);
+            }
+            // Left in the ledger: it goes out after the next CONNACK.
+            Err(error) => tracing::warn!(%error, topic = %entry.topic, "Could not hand a message to the MQTT client."),
+        }
+    }
+
+    /// Messages waiting for their PUBACK.
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True while the MQTT connection is up.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.lock().connected
+    }
+
+    /// Waits until every message is acknowledged, or `limit` passes; true when empty.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.unacked() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes the retained "offline" status, waits briefly for it, refuses further publishes
+    /// and disconnects.
+    pub async fn close(&self, limit: Duration) {
+        if let Ok(mut d) = self.publish(self.status_topic.clone(), b"offline".to_vec(), true, None) {
+            let _ = tokio::time::timeout(limit, d.wait_for(|v| *v)).await;
+        }
+        self.lock().closed = true;
+        let _ = self.client.try_disconnect();
+    }
+}
+
+impl Driver {
+    /// Polls the event loop until `stop` is cancelled, reconnecting with backoff.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let polled = tokio::select! {
+                () = stop.cancelled() => break,
+                polled = self.eventloop.poll() => polled,
+            };
+            match polled {
+                Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(session_present = ack.session_present, code = ?ack.code, "Connected to the MQTT broker.");
+                    self.on_connack();
+                }
+                Ok(MqttEvent::Incoming(Incoming::PubAck(ack))) => self.on_puback(ack.pkid),
+                Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => self.on_outgoing(pkid, false),
+                Ok(MqttEvent::Outgoing(Outgoing::AwaitAck(pkid))) => self.on_outgoing(pkid, true),
+                Ok(MqttEvent::Incoming(Incoming::Disconnect)) => tracing::warn!("The MQTT broker sent DISCONNECT."),
+                Ok(_) => {}
+                Err(error) => {
+                    Metrics::inc(&self.ledger.metrics.counters.mqtt_errors);
+                    let was_connected = self.on_error();
+                    if was_connected {
+                        tracing::warn!(%error, "MQTT connection lost; unacknowledged messages will be republished.");
+                    } else {
+                        tracing::debug!(%error, retry_in_ms = backoff.as_millis() as u64, "MQTT connection attempt failed.");
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn on_connack(&mut self) {
+        // With a clean session the event loop dropped whatever it had; so do we, then resend all.
+        self.eventloop.pending.clear();
+        let ledger = self.ledger.clone();
+        let mut state = ledger.lock();
+        state.connected = true;
+        state.fifo.clear();
+        state.by_pkid.clear();
+        state.collided = None;
+        let ids: Vec<u64> = state.entries.keys().copied().collect();
+        if !state.closed {
+            let (done, _) = watch::channel(false);
+            let id = state.next_id;
+            state.next_id += 1;
+            let topic = ledger.status_topic.clone();
+            state
+                .entries
+                .insert(id, Entry { topic, payload: b"online".to_vec(), retain: true, qn: None, done, sends: 0 });
+            Metrics::inc(&ledger.metrics.counters.mqtt_published);
+            ledger.send(&mut state, id);
+        }
+        for id in ids {
+            ledger.send(&mut state, id);
+        }
+    }
+
+    fn on_outgoing(&mut self, pkid: u16, collided: bool) {
+        let mut state = self.ledger.lock();
+        if !collided {
+            if let Some((p, id)) = state.collided {
+                if p == pkid {
+                    state.collided = None;
+                    state.by_pkid.insert(pkid, id);
+                    return;
+                }
+            }
+        }
+        let Some(id) = state.fifo.pop_front() else {
+            tracing::warn!(pkid, "An MQTT publish went out that the ledger did not send.");
+            return;
+        };
+        if collided {
+            state.collided = Some((pkid, id));
+        } else {
+            state.by_pkid.insert(pkid, id);
+        }
+        if let Some(e) = state.entries.get(&id) {
+            self.ledger.metrics.emit(Event::Published { topic: e.topic.clone(), qn: e.qn.clone() });
+        }
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        let mut state = self.ledger.lock();
+        let Some(id) = state.by_pkid.remove(&pkid) else {
+            tracing::debug!(pkid, "PUBACK for a packet id the ledger does not track.");
+            return;
+        };
+        if let Some(entry) = state.entries.remove(&id) {
+            drop(state);
+            Metrics::inc(&self.ledger.metrics.counters.mqtt_acked);
+            self.ledger.metrics.emit(Event::Acked { topic: entry.topic, qn: entry.qn });
+            entry.done.send_replace(true);
+        }
+    }
+
+    /// Marks the connection down and drains rumqttc's queues; returns whether it was up.
+    fn on_error(&mut self) -> bool {
+        let was = {
+            let mut state = self.ledger.lock();
+            let was = state.connected;
+            state.connected = false;
+            state.fifo.clear();
+            state.by_pkid.clear();
+            state.collided = None;
+            was
+        };
+        // Anything put into the channel before `connected` went false is drained here.
+        self.eventloop.clean();
+        self.eventloop.pending.clear();
+        was
+    }
+}

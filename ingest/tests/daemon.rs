@@ -1,0 +1,603 @@
+//! End-to-end tests: the daemon runs in-process with the embedded rumqttd broker on loopback
+//! ports; a real TCP client plays the data acquisition unit and a rumqttc client subscribes to
+//! `hj212/#`. Every wait is bounded, so a failing test fails instead of hanging.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use hj212_codec::crc::CrcVariant;
+use hj212_codec::encode::OwnedPacket;
+use hj212_codec::frame::{Deframer, Event as FrameEvent};
+use hj212_codec::packet::{Flag, Version};
+use hj212_codec::{DecodeOptions, Decoded};
+use hj212_ingest::config::{Listener, RegistryEntry};
+use hj212_ingest::{Config, Event, Handle};
+use rumqttc::{AsyncClient, Event as MqttEvent, Incoming, MqttOptions, QoS};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const MN: &str = "010000A8900016F000169DC0";
+const PW: &str = "123456";
+const WAIT: Duration = Duration::from_secs(10);
+/// How long "nothing arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(800);
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hj212-ingest-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn test_config(dir: &std::path::Path) -> Config {
+    let mut c = Config { listeners: vec![Listener { addr: "127.0.0.1:0".parse().unwrap() }], ..Config::default() };
+    c.mqtt.embedded_port = 0;
+    c.packet_log.path = dir.join("packets.log");
+    c.limits.ack_timeout_secs = 20;
+    c.shutdown_timeout_secs = 5;
+    c.registry = vec![RegistryEntry {
+        mn: MN.into(),
+        password: PW.into(),
+        allowed_st: vec!["32".into()],
+        code_table: Default::default(),
+        crc: "auto".into(),
+    }];
+    c
+}
+
+struct Daemon {
+    handle: Option<Handle>,
+    token: CancellationToken,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    async fn start(edit: impl FnOnce(&mut Config)) -> Self {
+        let dir = temp_dir();
+        let mut config = test_config(&dir);
+        edit(&mut config);
+        let token = CancellationToken::new();
+        let handle = timeout(WAIT, hj212_ingest::start(config, token.clone()))
+            .await
+            .expect("start timed out")
+            .expect("start failed");
+        Self { handle: Some(handle), token, dir }
+    }
+
+    fn handle(&self) -> &Handle {
+        self.handle.as_ref().unwrap()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.handle().listen_addrs()[0]
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.handle().metrics().get(name)
+    }
+
+    async fn stop(self) {
+        let dir = self.stop_keeping_files().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Stops the daemon and returns its directory (packet log and all), which the caller removes.
+    async fn stop_keeping_files(mut self) -> PathBuf {
+        self.token.cancel();
+        let handle = self.handle.take().unwrap();
+        timeout(WAIT, handle.wait()).await.expect("shutdown hung").expect("shutdown failed");
+        self.dir.clone()
+    }
+}
+
+/// A subscriber to `hj212/#` that forwards data messages (status messages are left out).
+struct Subscriber {
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl Subscriber {
+    async fn connect(broker: (&str, u16)) -> Self {
+        let id = format!("test-sub-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut options = MqttOptions::new(id, broker.0, broker.1);
+        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        client.subscribe("hj212/#", QoS::AtLeastOnce).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _client = client;
+            let mut subscribed = Some(subscribed_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Incoming(Incoming::SubAck(_))) => {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                    }
+                    Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
+                        if p.topic.starts_with("hj212/status/") {
+                            continue;
+                        }
+                        let v: Value = serde_json::from_slice(&p.payload).unwrap();
+                        if tx.send((p.topic.clone(), v)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        timeout(WAIT, subscribed_rx).await.expect("no SUBACK").unwrap();
+        Self { rx }
+    }
+
+    async fn next(&mut self) -> (String, Value) {
+        timeout(WAIT, self.rx.recv()).await.expect("no MQTT message").unwrap()
+    }
+
+    async fn nothing(&mut self) {
+        if let Ok(Some(m)) = timeout(QUIET, self.rx.recv()).await {
+            panic!("unexpected MQTT message {m:?}");
+        }
+    }
+}
+
+/// The data acquisition unit's side of a connection.
+struct Dau {
+    stream: TcpStream,
+    deframer: Deframer,
+}
+
+impl Dau {
+    async fn connect(addr: SocketAddr) -> Self {
+        Self { stream: TcpStream::connect(addr).await.unwrap(), deframer: Deframer::default() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame from the platform, or `None` if none comes within `limit`.
+    async fn frame_within(&mut self, limit: Duration) -> Option<OwnedPacket> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut eof = false;
+        loop {
+            while let Some(ev) = self.deframer.next_event() {
+                if let FrameEvent::Frame { frame, .. } = ev {
+                    let d = Decoded::new(frame, DecodeOptions::STRICT);
+                    let p = d.verdict().expect("the platform sent an invalid frame");
+                    return Some(OwnedPacket::from_packet(&p));
+                }
+            }
+            if eof {
+                return None;
+            }
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) => {
+                    self.deframer.finish();
+                    eof = true;
+                }
+                Ok(Ok(n)) => self.deframer.feed(&buf[..n]),
+                Ok(Err(_)) => return None,
+            }
+        }
+    }
+
+    async fn frame(&mut self) -> OwnedPacket {
+        self.frame_within(WAIT).await.expect("no frame from the platform")
+    }
+
+    async fn nothing(&mut self) {
+        if let Some(p) = self.frame_within(QUIET).await {
+            panic!("unexpected frame {}", p.data_segment());
+        }
+    }
+}
+
+fn upload(qn: &str, cn: u16, ack: bool, pw: &str) -> Vec<u8> {
+    let mut p = OwnedPacket::new(Some(qn), "32", cn, pw, MN, Some(Flag::new(Version::V2017, false, ack)));
+    p.push_group([("DataTime", "20240102030400")]);
+    p.push_group([("w01018-Rtd", "12.5"), ("w01018-Flag", "N")]);
+    p.push_group([("w00000-Rtd", "3.25"), ("w00000-Cou", "100"), ("w00000-Flag", "N")]);
+    p.push_group([("SB1-RS", "1")]);
+    p.to_frame(CrcVariant::Hj212).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_with_a_is_published_and_answered_only_after_the_puback() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut events = d.handle().events();
+    let mut dau = Dau::connect(d.addr()).await;
+    let qn = "20240102030405123";
+    dau.send(&upload(qn, 2011, true, PW)).await;
+
+    let (topic, v) = sub.next().await;
+    assert_eq!(topic, format!("hj212/{MN}/2011"));
+    assert_eq!(v["mn"], MN);
+    assert_eq!(v["st"], "32");
+    assert_eq!(v["cn"], "2011");
+    assert_eq!(v["qn"], qn);
+    assert_eq!(v["flag"], 5);
+    assert_eq!(v["version"], 2017);
+    assert_eq!(v["data_time"], "20240102030400");
+    assert_eq!(v["crc_variant"], "hj212");
+    assert_eq!(v["deviations"], serde_json::json!([]));
+    assert!(v["received_at"].as_str().unwrap().ends_with('Z'));
+    assert!(v["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["code"], "w01018");
+    assert_eq!(items[0]["Rtd"], 12.5);
+    assert_eq!(items[0]["flag"], "N");
+    assert_eq!(items[0]["unit"], "mg/L");
+    assert_eq!(items[1]["Cou"], 100.0);
+    assert_eq!(v["facilities"][0]["code"], "SB1");
+    assert_eq!(v["facilities"][0]["RS"], 1.0);
+    let raw = v["raw"].as_str().unwrap();
+    assert!(raw.contains("PW=******") && !raw.contains(PW), "{raw}");
+
+    let answer = dau.frame().await;
+    assert_eq!(answer.field("CN"), Some("9014"));
+    assert_eq!(answer.field("QN"), Some(qn));
+    assert_eq!(answer.field("ST"), Some("91"));
+    assert_eq!(answer.field("MN"), Some(MN));
+    assert_eq!(answer.field("Flag"), Some("4"));
+
+    // The ledger saw the broker's PUBACK before the 9014 was written.
+    let mut acked_at = None;
+    let mut answered_at = None;
+    for i in 0.. {
+        match timeout(WAIT, events.recv()).await.expect("event stream stalled").unwrap() {
+            Event::Acked { qn: Some(q), .. } if q == qn => acked_at = Some(i),
+            Event::AnswerSent { cn: 9014, qn: Some(q), .. } if q == qn => {
+                answered_at = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(acked_at.is_some() && acked_at < answered_at, "PUBACK at {acked_at:?}, 9014 at {answered_at:?}");
+    assert_eq!(d.counter("mqtt_acked"), d.counter("mqtt_published"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_without_the_a_bit() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102030405001", 2051, false, PW)).await;
+    let (topic, v) = sub.next().await;
+    assert_eq!(topic, format!("hj212/{MN}/2051"));
+    assert_eq!(v["flag"], 4);
+    dau.nothing().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_without_publish_or_answer() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102030405002", 2011, true, "999999")).await;
+    dau.nothing().await;
+    sub.nothing().await;
+    assert_eq!(d.counter("auth_refused"), 1);
+    // The same connection still works with the right password.
+    dau.send(&upload("20240102030405003", 2011, true, PW)).await;
+    assert_eq!(sub.next().await.1["qn"], "20240102030405003");
+    assert_eq!(dau.frame().await.field("CN"), Some("9014"));
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_publishes_refused_frames_to_their_own_topic() {
+    let d = Daemon::start(|c| c.auth.policy = hj212_ingest::config::RefusalPolicy::Quarantine).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102030405004", 2011, true, "999999")).await;
+    let (topic, v) = sub.next().await;
+    assert_eq!(topic, format!("hj212/quarantine/{MN}"));
+    assert_eq!(v["refused"], "wrong_password");
+    assert!(!v.to_string().contains("999999"));
+    dau.nothing().await;
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_between_frames_does_not_lose_good_frames() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    let mut wire = b"AT+CSQ\r\n\x00\xff".to_vec();
+    wire.extend_from_slice(&upload("20240102030405010", 2011, true, PW));
+    wire.extend_from_slice(b"##00zz garbage \r\n");
+    wire.extend_from_slice(&upload("20240102030405011", 2011, true, PW));
+    dau.send(&wire).await;
+    let mut qns = vec![sub.next().await.1["qn"].clone(), sub.next().await.1["qn"].clone()];
+    qns.sort_by_key(ToString::to_string);
+    assert_eq!(qns, ["20240102030405010", "20240102030405011"]);
+    let mut answered =
+        vec![dau.frame().await.field("QN").unwrap().to_string(), dau.frame().await.field("QN").unwrap().to_string()];
+    answered.sort();
+    assert_eq!(answered, ["20240102030405010", "20240102030405011"]);
+    assert!(d.counter("bytes_skipped") > 0);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_only_garbage_is_disconnected() {
+    let d = Daemon::start(|c| c.limits.max_garbage_bytes = 100).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&[b'x'; 300]).await;
+    assert!(dau.frame_within(WAIT).await.is_none());
+    assert_eq!(d.counter("connections_garbage_closed"), 1);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_calibration_request_gets_9013_then_1012() {
+    let d = Daemon::start(|_| {}).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    let mut p =
+        OwnedPacket::new(Some("20240102030405020"), "32", 1013, PW, MN, Some(Flag::new(Version::V2017, false, true)));
+    p.push_group([("PolId", "w01018")]);
+    dau.send(&p.to_frame(CrcVariant::Hj212).unwrap()).await;
+    let first = dau.frame().await;
+    assert_eq!(first.field("CN"), Some("9013"));
+    assert_eq!(first.field("QN"), Some("20240102030405020"));
+    let second = dau.frame().await;
+    assert_eq!(second.field("CN"), Some("1012"));
+    assert_eq!(second.field("MN"), Some(MN));
+    assert_eq!(second.field("Flag"), Some("5"));
+    assert_eq!(second.cp_get("PolId"), Some("w01018"));
+    let time = second.cp_get("SystemTime").unwrap();
+    assert!(hj212_codec::time::DateTime::parse(time).is_some(), "{time}");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_the_site_are_never_answered() {
+    let d = Daemon::start(|_| {}).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    for cn in [9011, 9012, 9013, 9014] {
+        let mut p =
+            OwnedPacket::new(Some("20240102030405030"), "91", cn, PW, MN, Some(Flag::new(Version::V2017, false, true)));
+        if cn == 9011 {
+            p.push_group([("QnRtn", "1")]);
+        }
+        dau.send(&p.to_frame(CrcVariant::Hj212).unwrap()).await;
+    }
+    dau.nothing().await;
+    assert_eq!(d.counter("answers_sent"), 0);
+    assert_eq!(d.counter("frames_in"), 4);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_published_once_and_answered_each_time() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    let frame = upload("20240102030405040", 2011, true, PW);
+    dau.send(&frame).await;
+    sub.next().await;
+    assert_eq!(dau.frame().await.field("CN"), Some("9014"));
+    dau.send(&frame).await;
+    assert_eq!(dau.frame().await.field("CN"), Some("9014"));
+    sub.nothing().await;
+    assert_eq!(d.counter("duplicates"), 1);
+    d.stop().await;
+}
+
+/// The broker is down at first: the upload is held, not answered; once a broker appears the ledger
+/// connects, publishes, gets the PUBACK, and only then the 9014 goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_9014_while_the_broker_is_unreachable() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let d = Daemon::start(|c| {
+        c.mqtt.host = Some("127.0.0.1".into());
+        c.mqtt.port = port;
+        c.mqtt.embedded = Some(false);
+    })
+    .await;
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102030405050", 2011, true, PW)).await;
+    assert!(dau.frame_within(Duration::from_millis(1500)).await.is_none(), "answered before any broker existed");
+    assert_eq!(d.counter("mqtt_acked"), 0);
+    assert!(!d.handle().mqtt_connected());
+
+    hj212_ingest::broker::start(port).await.unwrap();
+    let answer = timeout(Duration::from_secs(20), dau.frame()).await.expect("no 9014 after the broker came up");
+    assert_eq!(answer.field("QN"), Some("20240102030405050"));
+    assert!(d.counter("mqtt_acked") >= 1);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_probes_are_normal() {
+    let d = Daemon::start(|c| c.limits.max_connections = 1).await;
+    // A load-balancer probe: connect and close.
+    drop(TcpStream::connect(d.addr()).await.unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.counter("connections_probe") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "probe not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _first = Dau::connect(d.addr()).await;
+    while d.counter("connections_accepted") < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "first connection not accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut second = Dau::connect(d.addr()).await;
+    assert!(second.frame_within(WAIT).await.is_none());
+    assert_eq!(d.counter("connections_refused"), 1);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_in_and_out_reaches_the_packet_log_with_passwords_masked() {
+    let d = Daemon::start(|_| {}).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102030405060", 2011, true, PW)).await;
+    dau.frame().await;
+    let dir = d.stop_keeping_files().await;
+    let text = std::fs::read_to_string(dir.join("packets.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    let records: Vec<_> = text.lines().map(|l| hj212_codec::log::Record::parse_line(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records[0].direction, hj212_codec::log::Direction::In);
+    assert_eq!(records[1].direction, hj212_codec::log::Direction::Out);
+    assert!(records.iter().all(|r| r.masked));
+    assert!(!text.contains(PW));
+}
+
+#[test]
+fn the_binary_prints_a_default_config_that_parses_and_checks_configs() {
+    let exe = env!("CARGO_BIN_EXE_hj212-ingest");
+    let out = std::process::Command::new(exe).arg("print-default-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let config = Config::from_toml(&text).unwrap();
+    config.validate().unwrap();
+
+    let dir = temp_dir();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, &text).unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .env_remove("HJ212_INGEST_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_connections = 0\n").unwrap();
+    let out = std::process::Command::new(exe).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_connections"));
+
+    let out =
+        std::process::Command::new(exe).arg("check-config").env("HJ212_INGEST_MAX_FRAME_LEN", "lots").output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TCP proxy between the daemon and the broker that can swallow the broker's replies and cut
+/// every connection, to lose PUBACKs on purpose.
+struct Proxy {
+    addr: SocketAddr,
+    blackhole: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: std::sync::Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let blackhole = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = std::sync::Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+        let (bh, ct) = (blackhole.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let token = ct.lock().unwrap().clone();
+                let (mut crd, mut cwr) = client.into_split();
+                let (mut srd, mut swr) = server.into_split();
+                let t = token.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = tokio::select! { () = t.cancelled() => return, r = crd.read(&mut buf) => r };
+                        let Ok(n @ 1..) = n else { return };
+                        if swr.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let bh = bh.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = tokio::select! { () = token.cancelled() => return, r = srd.read(&mut buf) => r };
+                        let Ok(n @ 1..) = n else { return };
+                        if bh.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if cwr.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, blackhole, cut }
+    }
+
+    fn swallow_replies(&self, on: bool) {
+        self.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    fn cut_all(&self) {
+        let old = std::mem::replace(&mut *self.cut.lock().unwrap(), CancellationToken::new());
+        old.cancel();
+    }
+}
+
+/// The broker gets the message but its PUBACK is lost with the connection: no 9014 until the
+/// ledger has reconnected, republished, and received a PUBACK for the republished copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_puback_means_republish_after_reconnect_and_only_then_9014() {
+    let broker = hj212_ingest::broker::start(0).await.unwrap();
+    let proxy = Proxy::start(broker).await;
+    let d = Daemon::start(|c| {
+        c.mqtt.host = Some("127.0.0.1".into());
+        c.mqtt.port = proxy.addr.port();
+        c.mqtt.embedded = Some(false);
+    })
+    .await;
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port())).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !d.handle().mqtt_connected() || d.counter("mqtt_acked") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "ledger never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    proxy.swallow_replies(true);
+    let mut dau = Dau::connect(d.addr()).await;
+    let qn = "20240102030405070";
+    dau.send(&upload(qn, 2011, true, PW)).await;
+    // The broker has the message (the subscriber sees it), but the PUBACK never arrives.
+    assert_eq!(sub.next().await.1["qn"], qn);
+    assert!(dau.frame_within(Duration::from_millis(800)).await.is_none(), "9014 without a PUBACK");
+
+    proxy.swallow_replies(false);
+    proxy.cut_all();
+    let answer = timeout(Duration::from_secs(20), dau.frame()).await.expect("no 9014 after the reconnect");
+    assert_eq!(answer.field("QN"), Some(qn));
+    assert!(d.counter("mqtt_republished") >= 1);
+    assert!(d.counter("mqtt_errors") >= 1);
+    // At least once: the republished copy reaches the subscriber too.
+    assert_eq!(sub.next().await.1["qn"], qn);
+    d.stop().await;
+}
