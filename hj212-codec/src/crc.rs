@@ -77,22 +77,16 @@ pub fn hj212(data: &[u8]) -> u16 {
         let lo = u64::from_le_bytes(lo);
         let hi = u64::from_le_bytes(hi);
         let byte = |w: u64, n: u32| ((w >> (8 * n)) & 0xFF) as usize;
-        high = STEP[15][(u64::from(high) ^ (lo & 0xFF)) as usize]
-            ^ STEP[14][byte(lo, 1)]
-            ^ STEP[13][byte(lo, 2)]
-            ^ STEP[12][byte(lo, 3)]
-            ^ STEP[11][byte(lo, 4)]
-            ^ STEP[10][byte(lo, 5)]
-            ^ STEP[9][byte(lo, 6)]
-            ^ STEP[8][byte(lo, 7)]
-            ^ STEP[7][byte(hi, 0)]
-            ^ STEP[6][byte(hi, 1)]
-            ^ STEP[5][byte(hi, 2)]
-            ^ STEP[4][byte(hi, 3)]
-            ^ STEP[3][byte(hi, 4)]
-            ^ STEP[2][byte(hi, 5)]
-            ^ STEP[1][byte(hi, 6)]
-            ^ STEP[0][byte(hi, 7)];
+        // A balanced XOR tree: only the first lookup depends on the previous block.
+        let x0 = STEP[14][byte(lo, 1)] ^ STEP[13][byte(lo, 2)];
+        let x1 = STEP[12][byte(lo, 3)] ^ STEP[11][byte(lo, 4)];
+        let x2 = STEP[10][byte(lo, 5)] ^ STEP[9][byte(lo, 6)];
+        let x3 = STEP[8][byte(lo, 7)] ^ STEP[7][byte(hi, 0)];
+        let x4 = STEP[6][byte(hi, 1)] ^ STEP[5][byte(hi, 2)];
+        let x5 = STEP[4][byte(hi, 3)] ^ STEP[3][byte(hi, 4)];
+        let x6 = STEP[2][byte(hi, 5)] ^ STEP[1][byte(hi, 6)];
+        let rest = ((x0 ^ x1) ^ (x2 ^ x3)) ^ ((x4 ^ x5) ^ (x6 ^ STEP[0][byte(hi, 7)]));
+        high = STEP[15][(u64::from(high) ^ (lo & 0xFF)) as usize] ^ rest;
     }
     for &b in blocks.remainder() {
         high = STEP[0][(high ^ b) as usize];
