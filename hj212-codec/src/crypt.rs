@@ -157,19 +157,19 @@ pub fn decrypt_data(key: &Key, data: &[u8]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(data.len());
     out.extend_from_slice(&data[..start]);
     if content.starts_with(b"{0x") {
-        let close = memchr::memchr(b'}', content).ok_or(Error::new(ErrorKind::InvalidField("CP"), start))?;
+        let close = memchr::memchr(b'}', content).ok_or_else(|| Error::new(ErrorKind::InvalidField("CP"), start))?;
         let mut bytes = Vec::with_capacity(close / 5 + 1);
         for (i, item) in content[1..close].split(|&b| b == b',').enumerate() {
             let at = start + 1 + i * 5;
             let hex = item
                 .strip_prefix(b"0x")
                 .or_else(|| item.strip_prefix(b"0X"))
-                .ok_or(Error::new(ErrorKind::InvalidField("CP"), at))?;
+                .ok_or_else(|| Error::new(ErrorKind::InvalidField("CP"), at))?;
             let v = match hex {
                 [h, l] => crate::crc::from_hex(&[b'0', b'0', *h, *l]),
                 _ => None,
             };
-            bytes.push(v.ok_or(Error::new(ErrorKind::InvalidField("CP"), at))? as u8);
+            bytes.push(v.ok_or_else(|| Error::new(ErrorKind::InvalidField("CP"), at))? as u8);
         }
         if bytes.len() % BLOCK != 0 {
             return Err(Error::new(ErrorKind::InvalidField("CP"), start));

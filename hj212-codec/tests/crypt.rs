@@ -41,7 +41,7 @@ fn appendix_a2_examples_encrypt_and_decrypt_byte_exactly() {
         let wire_data = crypt::encrypt_data(&key, data, CipherForm::Binary).unwrap();
         assert_eq!(wire_data.len(), data.len());
         assert!(wire_data.ends_with(format!("{tail}&&").as_bytes()));
-        let mut wire = packet[..6].as_bytes().to_vec();
+        let mut wire = packet.as_bytes()[..6].to_vec();
         wire.extend_from_slice(&wire_data);
         wire.extend_from_slice(crc.as_bytes());
         wire.extend_from_slice(b"\r\n");
