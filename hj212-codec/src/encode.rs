@@ -137,6 +137,11 @@ impl OwnedPacket {
         self.header.push(("PNO".into(), pno.to_string()));
     }
 
+    /// Marks the packet as HJ 212-2025 back-fill (`RF=1`, after `PNUM`/`PNO`, before `CP`).
+    pub fn set_backfill(&mut self) {
+        self.set_field("RF", "1");
+    }
+
     /// Appends a `CP` group of `key=value` pairs.
     pub fn push_group<K: Into<String>, V: Into<String>>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
         self.cp.push(pairs.into_iter().map(|(k, v)| OwnedPair::new(k, v)).collect());

@@ -122,6 +122,7 @@ pub struct Packet<'a> {
     flag: Option<Flag>,
     pnum: Option<u16>,
     pno: Option<u16>,
+    rf: bool,
     first_comma: usize,
 }
 
@@ -148,6 +149,7 @@ impl<'a> Packet<'a> {
             flag: None,
             pnum: None,
             pno: None,
+            rf: false,
             first_comma: 0,
         };
         let header_end = packet.parse_header()?;
@@ -255,6 +257,8 @@ impl<'a> Packet<'a> {
                 let v = parse_num(value, value_at, "PNO")?;
                 self.pno.get_or_insert(v);
             }
+            // HJ 212-2025 Table 3 (provisional): `RF=1` marks back-filled data; no `RF=0` exists.
+            b"RF" => self.rf = value == "1",
             _ => {}
         }
         Ok(())
@@ -372,6 +376,12 @@ impl<'a> Packet<'a> {
         self.flag.is_some_and(Flag::wants_ack)
     }
 
+    /// True for an HJ 212-2025 back-filled packet (`RF=1`, provisional).
+    #[must_use]
+    pub const fn is_backfill(&self) -> bool {
+        self.rf
+    }
+
     /// True when the packet is one of several (both `PNUM` and `PNO` present).
     #[must_use]
     pub const fn is_sub_packet(&self) -> bool {
@@ -461,6 +471,14 @@ mod tests {
         let p = Packet::parse(b"ST=39;CN=2051;CP=&&DataTime=1;a34001-Avg=92;Flag=N").unwrap();
         assert!(p.deviations().contains(Deviations::UNTERMINATED_CP));
         assert_eq!(p.cp().get("a34001-Avg"), Some("92"));
+    }
+
+    #[test]
+    fn the_2025_backfill_marker() {
+        let p = Packet::parse(b"QN=1;ST=31;CN=2061;PW=1;MN=1;Flag=9;RF=1;CP=&&&&").unwrap();
+        assert!(p.is_backfill());
+        assert_eq!(p.version(), Version::V2025);
+        assert!(!Packet::parse(b"QN=1;ST=31;CN=2061;Flag=9;CP=&&&&").unwrap().is_backfill());
     }
 
     #[test]
