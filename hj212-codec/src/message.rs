@@ -364,7 +364,9 @@ impl Message {
             },
             Command::StopRealTimeData | Command::StopFacilityState => Self::StopUpload(cn),
             Command::RealTimeData | Command::FacilityState if empty => Self::StartUpload(cn),
-            Command::DailyData
+            // HJ 212-2025 also fetches real-time (electricity, ST 44) history with 2011.
+            Command::RealTimeData
+            | Command::DailyData
             | Command::DailyRunTime
             | Command::MinuteData
             | Command::HourlyData
