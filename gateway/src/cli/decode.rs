@@ -252,6 +252,11 @@ pub fn frame_text(offset: u64, d: &Decoded<'_>, style: Style) -> String {
         }
         Err(e) => {
             let _ = write!(s, "  {}", style.red(&e.to_string()));
+            // Name the variant that would have matched, so the engineer knows what to ask for.
+            if let Ok(v) = hj212_codec::CrcPolicy::Auto.check(d.frame.data(), d.frame.crc_received()) {
+                let _ =
+                    write!(s, " {}", style.yellow(&format!("(matches the {v} variant: try --lenient or --crc {v})")));
+            }
         }
     }
     let devs: Vec<_> = d.deviations().names().collect();

@@ -1,0 +1,679 @@
+//! The daemon's configuration: a TOML file, environment overrides and validation.
+//!
+//! Order of precedence: an environment variable `HJ212_GATEWAY_*` (see [`Config::apply_env`]),
+//! then the file, then the defaults of the `Default` impls here, which `default.toml` mirrors
+//! (`hj212-gateway print-default-config` prints it; a test checks that it parses and validates).
+//!
+//! Every table refuses unknown keys, so a misspelt setting is an error rather than a silent default.
+//! [`Config::validate`] reports the first problem with the path of the setting, such as
+//! `platform[1].address: invalid socket address "x"`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use firmware::profile::{Code, OwnedProfile, builtin};
+use serde::Deserialize;
+
+/// The text of `default.toml`, printed by `print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
+
+/// A configuration that cannot be used; the daemon exits with 78 (`EX_CONFIG`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(path: impl fmt::Display, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("{path}: {why}"))
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seconds allowed for a graceful shutdown after SIGTERM or SIGINT.
+    pub shutdown_timeout_secs: u64,
+    /// The site: identity and clock.
+    pub site: Site,
+    /// Polling and statistics.
+    pub acquisition: Acquisition,
+    /// Serial ports and the analyzers on them.
+    pub serial: Vec<SerialPort>,
+    /// Platforms to upload to (one or more).
+    pub platform: Vec<Platform>,
+    /// The store-and-forward database.
+    pub store: Store,
+    /// The packet log.
+    pub packet_log: PacketLog,
+    /// The metrics endpoint.
+    pub metrics: Metrics,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout_secs: 30,
+            site: Site::default(),
+            acquisition: Acquisition::default(),
+            serial: Vec::new(),
+            platform: vec![Platform::default()],
+            store: Store::default(),
+            packet_log: PacketLog::default(),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// The dynamic-control code table of the platforms (`3020` i-codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeTable {
+    /// HJ 212-2017 Table B.10.
+    #[default]
+    National,
+    /// The Hebei extension.
+    Hebei,
+}
+
+/// The site's identity.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Site {
+    /// `MN`, the site's unique code (at most 24 characters).
+    pub mn: String,
+    /// `PW`, the access password (never logged).
+    pub pw: String,
+    /// `ST`, the system code (HJ 212-2017 Table 5: 21 surface water, 31 flue gas, 32 waste water…).
+    pub st: String,
+    /// The site's clock zone in minutes east of UTC (HJ 212 times are local; 480 is UTC+8).
+    pub utc_offset_minutes: i32,
+    /// The i-code table for dynamic control.
+    pub code_table: CodeTable,
+    /// Let a platform's CN 1012 set the system clock (off by default: the answer is `ExeRtn=2`).
+    pub allow_set_clock: bool,
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Site")
+            .field("mn", &self.mn)
+            .field("pw", &"***")
+            .field("st", &self.st)
+            .field("utc_offset_minutes", &self.utc_offset_minutes)
+            .field("code_table", &self.code_table)
+            .field("allow_set_clock", &self.allow_set_clock)
+            .finish()
+    }
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Self {
+            mn: "010000A8900016F000169DC0".into(),
+            pw: "123456".into(),
+            st: "32".into(),
+            utc_offset_minutes: 480,
+            code_table: CodeTable::National,
+            allow_set_clock: false,
+        }
+    }
+}
+
+/// Polling and statistics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Acquisition {
+    /// `RtdInterval`: seconds between real-time uploads (2011/2021). The standard allows 30–3600;
+    /// the file accepts 1 and up for tests.
+    pub rtd_interval_secs: u32,
+    /// `MinInterval`: minutes per minute record (2051): 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30.
+    pub min_interval_mins: u8,
+    /// Milliseconds between the starts of two poll cycles of a port.
+    pub poll_interval_ms: u64,
+    /// Valid samples needed for a 1-minute mean (HJ 212-2017 Appendix D (23); default 12).
+    pub samples_per_minute: u32,
+    /// Valid minute means needed for an hourly mean ((24); default 45).
+    pub minutes_per_hour: u32,
+    /// Valid hourly means needed for a daily mean ((25); default 20).
+    pub hours_per_day: u32,
+    /// Seconds between full dynamic-control snapshots (3020); 0 sends one at start only.
+    pub snapshot_interval_secs: u64,
+}
+
+impl Default for Acquisition {
+    fn default() -> Self {
+        Self {
+            rtd_interval_secs: 30,
+            min_interval_mins: 10,
+            poll_interval_ms: 5000,
+            samples_per_minute: 12,
+            minutes_per_hour: 45,
+            hours_per_day: 20,
+            snapshot_interval_secs: 3600,
+        }
+    }
+}
+
+/// The `MinInterval` values HJ 212-2017 allows (divisors of 60 up to 30).
+pub const MIN_INTERVALS: [u8; 11] = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30];
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// No parity bit.
+    #[default]
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// One serial port (an RS-485 line) and the analyzers on it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialPort {
+    /// The device path, such as `/dev/ttyUSB0`.
+    pub device: PathBuf,
+    /// Baud rate.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Parity.
+    #[serde(default)]
+    pub parity: Parity,
+    /// Stop bits: 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Milliseconds to wait for an analyzer's answer.
+    #[serde(default = "default_response_timeout_ms")]
+    pub response_timeout_ms: u32,
+    /// Extra attempts after a transport error.
+    #[serde(default = "default_retries")]
+    pub retries: u8,
+    /// Milliseconds of silence before each request (at least t3.5).
+    #[serde(default = "default_inter_request_delay_ms")]
+    pub inter_request_delay_ms: u32,
+    /// The analyzers on this line.
+    #[serde(default)]
+    pub analyzer: Vec<Analyzer>,
+}
+
+const fn default_baud() -> u32 {
+    9600
+}
+const fn default_stop_bits() -> u8 {
+    1
+}
+const fn default_response_timeout_ms() -> u32 {
+    1000
+}
+const fn default_retries() -> u8 {
+    2
+}
+const fn default_inter_request_delay_ms() -> u32 {
+    20
+}
+
+/// One analyzer: a profile and a unit address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Analyzer {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// A built-in profile name (`surface-water-cod`, …; see `docs/devices.md`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// A profile file (TOML or JSON, the `OwnedProfile` shape), instead of `profile`.
+    #[serde(default)]
+    pub profile_file: Option<PathBuf>,
+    /// The unit address; replaces the profile's (only for single-unit profiles).
+    #[serde(default)]
+    pub unit: Option<u8>,
+    /// `PolId` for dynamic control; defaults to the profile's first pollutant code.
+    #[serde(default)]
+    pub pol_id: Option<String>,
+}
+
+impl Analyzer {
+    /// Loads the analyzer's profile, with the configured unit address applied.
+    ///
+    /// # Errors
+    /// An unknown built-in name, an unreadable or invalid file, neither or both given, or a unit
+    /// override on a profile with several units.
+    pub fn load_profile(&self) -> Result<OwnedProfile, ConfigError> {
+        let mut profile = match (&self.profile, &self.profile_file) {
+            (Some(name), None) => {
+                builtin::ALL.iter().find(|p| p.name == name).map(|p| OwnedProfile::from_profile(p)).ok_or_else(
+                    || {
+                        let names: Vec<&str> = builtin::ALL.iter().map(|p| p.name).collect();
+                        bad("profile", format!("unknown built-in profile {name:?} (known: {})", names.join(", ")))
+                    },
+                )?
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad("profile_file", format!("cannot read {}: {e}", path.display())))?;
+                let is_json = path.extension().is_some_and(|e| e == "json");
+                if is_json {
+                    serde_json::from_str(&text).map_err(|e| bad("profile_file", format!("{}: {e}", path.display())))?
+                } else {
+                    toml::from_str(&text).map_err(|e| bad("profile_file", format!("{}: {e}", path.display())))?
+                }
+            }
+            (Some(_), Some(_)) => return Err(bad("profile", "give either `profile` or `profile_file`, not both")),
+            (None, None) => return Err(bad("profile", "missing: give `profile` or `profile_file`")),
+        };
+        if profile.points.is_empty() {
+            return Err(bad("profile", "the profile has no points"));
+        }
+        if let Some(unit) = self.unit {
+            if !(1..=247).contains(&unit) {
+                return Err(bad("unit", format!("{unit} is not a Modbus unit address (1–247)")));
+            }
+            let first = profile.points[0].unit;
+            if profile.points.iter().any(|p| p.unit != first) {
+                return Err(bad("unit", "the profile spans several units; leave `unit` out"));
+            }
+            for p in &mut profile.points {
+                p.unit = unit;
+            }
+        }
+        Ok(profile)
+    }
+}
+
+/// The checksum written on frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Crc {
+    /// HJ 212-2017 Appendix A.
+    #[default]
+    Hj212,
+    /// CRC-16/MODBUS, high byte first (some platforms expect it).
+    ModbusHighFirst,
+    /// CRC-16/MODBUS, low byte first.
+    ModbusLowFirst,
+}
+
+impl Crc {
+    /// The codec's variant.
+    #[must_use]
+    pub const fn variant(self) -> hj212_codec::CrcVariant {
+        match self {
+            Self::Hj212 => hj212_codec::CrcVariant::Hj212,
+            Self::ModbusHighFirst => hj212_codec::CrcVariant::ModbusHighFirst,
+            Self::ModbusLowFirst => hj212_codec::CrcVariant::ModbusLowFirst,
+        }
+    }
+}
+
+/// One platform (上位机) to upload to.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Platform {
+    /// A short name: the store's queue name and the log field (letters, digits, `-`, `_`).
+    pub name: String,
+    /// `host:port` of the platform's listener.
+    pub address: String,
+    /// The protocol version: 2017 (default) or 2005.
+    pub version: u16,
+    /// A password for this platform instead of `site.pw` (never logged).
+    pub password: Option<String>,
+    /// The checksum variant.
+    pub crc: Crc,
+    /// Ask for `9014` on uploads (Flag A=1) and keep each record until it arrives.
+    pub ack: bool,
+    /// Seconds without any frame sent after which a heartbeat (CN 9015) is sent; 0 = none.
+    pub heartbeat_secs: u64,
+    /// `OverTime`, seconds to wait for an answer before resending (HJ 212-2017 Table 1).
+    pub over_time_secs: u64,
+    /// `ReCount`, resends before the link is taken as down.
+    pub re_count: u16,
+    /// Backlog records replayed per second after a reconnect (live data goes first).
+    pub replay_per_sec: u32,
+    /// Uploads waiting for `9014` at once.
+    pub max_in_flight: usize,
+    /// First reconnect delay, milliseconds (doubles up to `reconnect_max_ms`, with jitter).
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+impl fmt::Debug for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Platform")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("version", &self.version)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("crc", &self.crc)
+            .field("ack", &self.ack)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("over_time_secs", &self.over_time_secs)
+            .field("re_count", &self.re_count)
+            .field("replay_per_sec", &self.replay_per_sec)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("reconnect_min_ms", &self.reconnect_min_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .finish()
+    }
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Self {
+            name: "platform".into(),
+            address: "127.0.0.1:9212".into(),
+            version: 2017,
+            password: None,
+            crc: Crc::Hj212,
+            ack: true,
+            heartbeat_secs: 0,
+            over_time_secs: 10,
+            re_count: 3,
+            replay_per_sec: 5,
+            max_in_flight: 8,
+            reconnect_min_ms: 1000,
+            reconnect_max_ms: 60_000,
+        }
+    }
+}
+
+/// The store-and-forward database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// The sled directory.
+    pub path: PathBuf,
+    /// Days that minute, hourly and daily records are kept for history requests.
+    pub retention_days: u32,
+    /// Records one platform's queue may hold; past it, real-time records are dropped oldest first.
+    pub max_queue_records: u64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self { path: "/var/lib/hj212-gateway/store".into(), retention_days: 400, max_queue_records: 200_000 }
+    }
+}
+
+/// The packet log.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacketLog {
+    /// The file; empty turns the packet log off.
+    pub path: PathBuf,
+    /// Bytes before the file is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl Default for PacketLog {
+    fn default() -> Self {
+        Self { path: "/var/log/hj212-gateway/packets.log".into(), max_bytes: 16 * 1024 * 1024, keep: 5 }
+    }
+}
+
+/// The metrics endpoint (Prometheus text over HTTP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `host:port` to listen on; empty turns it off.
+    pub address: String,
+}
+
+impl Config {
+    /// Parses TOML text (no environment, no validation).
+    ///
+    /// # Errors
+    /// Syntax errors and unknown keys, with their location.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("configuration: {e}")))
+    }
+
+    /// Reads `path` (or the defaults without one), applies the environment, validates.
+    ///
+    /// # Errors
+    /// An unreadable file, a parse error, a bad environment variable or a failed check.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                Self::parse(&text).map_err(|e| ConfigError(format!("{}: {e}", p.display())))?
+            }
+            None => Self::parse(DEFAULT_CONFIG)?,
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the environment overrides, read through `get`:
+    ///
+    /// | variable | setting |
+    /// |---|---|
+    /// | `HJ212_GATEWAY_MN`, `_PW`, `_ST` | `site.mn`, `site.pw`, `site.st` |
+    /// | `HJ212_GATEWAY_UTC_OFFSET_MINUTES` | `site.utc_offset_minutes` |
+    /// | `HJ212_GATEWAY_RTD_INTERVAL_SECS`, `_MIN_INTERVAL_MINS`, `_POLL_INTERVAL_MS` | `acquisition.*` |
+    /// | `HJ212_GATEWAY_STORE_PATH`, `_RETENTION_DAYS` | `store.path`, `store.retention_days` |
+    /// | `HJ212_GATEWAY_PACKET_LOG` | `packet_log.path` |
+    /// | `HJ212_GATEWAY_METRICS_ADDRESS` | `metrics.address` |
+    /// | `HJ212_GATEWAY_SHUTDOWN_TIMEOUT_SECS` | `shutdown_timeout_secs` |
+    /// | `HJ212_GATEWAY_PLATFORM_<NAME>_ADDRESS` | `address` of the platform `<name>` (upper case, `-` as `_`) |
+    ///
+    /// # Errors
+    /// A value that does not parse.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            v.trim().parse().map_err(|e| ConfigError(format!("environment variable {name}={v:?}: {e}")))
+        }
+        macro_rules! env {
+            ($name:literal, |$n:ident, $v:ident| $apply:expr) => {
+                if let Some($v) = get($name) {
+                    let $n = $name;
+                    let _ = $n;
+                    $apply;
+                }
+            };
+        }
+        env!("HJ212_GATEWAY_MN", |name, v| self.site.mn = v);
+        env!("HJ212_GATEWAY_PW", |name, v| self.site.pw = v);
+        env!("HJ212_GATEWAY_ST", |name, v| self.site.st = v);
+        env!("HJ212_GATEWAY_UTC_OFFSET_MINUTES", |name, v| self.site.utc_offset_minutes = num(name, &v)?);
+        env!("HJ212_GATEWAY_RTD_INTERVAL_SECS", |name, v| self.acquisition.rtd_interval_secs = num(name, &v)?);
+        env!("HJ212_GATEWAY_MIN_INTERVAL_MINS", |name, v| self.acquisition.min_interval_mins = num(name, &v)?);
+        env!("HJ212_GATEWAY_POLL_INTERVAL_MS", |name, v| self.acquisition.poll_interval_ms = num(name, &v)?);
+        env!("HJ212_GATEWAY_STORE_PATH", |name, v| self.store.path = v.into());
+        env!("HJ212_GATEWAY_RETENTION_DAYS", |name, v| self.store.retention_days = num(name, &v)?);
+        env!("HJ212_GATEWAY_PACKET_LOG", |name, v| self.packet_log.path = v.into());
+        env!("HJ212_GATEWAY_METRICS_ADDRESS", |name, v| self.metrics.address = v);
+        env!("HJ212_GATEWAY_SHUTDOWN_TIMEOUT_SECS", |name, v| self.shutdown_timeout_secs = num(name, &v)?);
+        for p in &mut self.platform {
+            let key = format!("HJ212_GATEWAY_PLATFORM_{}_ADDRESS", p.name.to_ascii_uppercase().replace('-', "_"));
+            if let Some(v) = get(&key) {
+                p.address = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every setting; the error names the first bad one.
+    ///
+    /// # Errors
+    /// The path of the setting and why it is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.site;
+        if s.mn.is_empty() || s.mn.len() > 24 || !s.mn.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(bad("site.mn", "1 to 24 ASCII letters or digits"));
+        }
+        for (path, pw) in std::iter::once(("site.pw", &s.pw))
+            .chain(self.platform.iter().filter_map(|p| p.password.as_ref().map(|pw| ("platform.password", pw))))
+        {
+            if pw.is_empty()
+                || pw.len() > 9
+                || pw.bytes().any(|b| matches!(b, b';' | b',' | b'&' | b'=') || !b.is_ascii_graphic())
+            {
+                return Err(bad(path, "1 to 9 printable characters without ; , & ="));
+            }
+        }
+        if s.st.len() != 2 || !s.st.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("site.st", format!("{:?} is not a two-digit system code", s.st)));
+        }
+        if !(-720..=840).contains(&s.utc_offset_minutes) {
+            return Err(bad("site.utc_offset_minutes", "must be between -720 and 840"));
+        }
+        let a = &self.acquisition;
+        if !(1..=3600).contains(&a.rtd_interval_secs) {
+            return Err(bad("acquisition.rtd_interval_secs", "must be 1–3600 (the standard allows 30–3600)"));
+        }
+        if !MIN_INTERVALS.contains(&a.min_interval_mins) {
+            return Err(bad("acquisition.min_interval_mins", format!("must be one of {MIN_INTERVALS:?}")));
+        }
+        if !(10..=3_600_000).contains(&a.poll_interval_ms) {
+            return Err(bad("acquisition.poll_interval_ms", "must be 10–3600000"));
+        }
+        if a.samples_per_minute == 0 || a.minutes_per_hour == 0 || a.hours_per_day == 0 {
+            return Err(bad(
+                "acquisition",
+                "samples_per_minute, minutes_per_hour and hours_per_day must be at least 1",
+            ));
+        }
+        for (i, port) in self.serial.iter().enumerate() {
+            let path = format!("serial[{i}]");
+            if port.device.as_os_str().is_empty() {
+                return Err(bad(format!("{path}.device"), "missing"));
+            }
+            if port.baud == 0 {
+                return Err(bad(format!("{path}.baud"), "must be positive"));
+            }
+            if !matches!(port.stop_bits, 1 | 2) {
+                return Err(bad(format!("{path}.stop_bits"), "must be 1 or 2"));
+            }
+            if port.response_timeout_ms == 0 {
+                return Err(bad(format!("{path}.response_timeout_ms"), "must be positive"));
+            }
+            let mut units: Vec<u8> = Vec::new();
+            for (j, an) in port.analyzer.iter().enumerate() {
+                let apath = format!("{path}.analyzer[{j}]");
+                let profile = an.load_profile().map_err(|e| ConfigError(format!("{apath}.{e}")))?;
+                if let Some(pol) = &an.pol_id {
+                    if Code::try_new(pol).is_none() {
+                        return Err(bad(format!("{apath}.pol_id"), "1 to 8 ASCII letters or digits"));
+                    }
+                }
+                let mut mine: Vec<u8> = profile.points.iter().map(|p| p.unit).collect();
+                mine.sort_unstable();
+                mine.dedup();
+                if mine.iter().any(|u| units.contains(u)) {
+                    return Err(bad(
+                        format!("{apath}.unit"),
+                        "another analyzer on this port uses the same unit address",
+                    ));
+                }
+                units.extend(mine);
+            }
+        }
+        if self.platform.is_empty() {
+            return Err(bad("platform", "at least one platform is needed"));
+        }
+        for (i, p) in self.platform.iter().enumerate() {
+            let path = format!("platform[{i}]");
+            if p.name.is_empty() || !p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(bad(format!("{path}.name"), "letters, digits, - and _ only"));
+            }
+            if self.platform[..i].iter().any(|o| o.name == p.name) {
+                return Err(bad(format!("{path}.name"), format!("{:?} is used twice", p.name)));
+            }
+            if !p.address.contains(':') {
+                return Err(bad(format!("{path}.address"), format!("{:?} is not host:port", p.address)));
+            }
+            if !matches!(p.version, 2005 | 2017) {
+                return Err(bad(format!("{path}.version"), "must be 2017 or 2005"));
+            }
+            if !(1..=99).contains(&p.over_time_secs) || !(1..=99).contains(&p.re_count) {
+                return Err(bad(&path, "over_time_secs and re_count must be 1–99 (HJ 212-2017 C.1)"));
+            }
+            if p.replay_per_sec == 0 || p.max_in_flight == 0 {
+                return Err(bad(&path, "replay_per_sec and max_in_flight must be at least 1"));
+            }
+            if p.reconnect_min_ms == 0 || p.reconnect_max_ms < p.reconnect_min_ms {
+                return Err(bad(&path, "need 0 < reconnect_min_ms <= reconnect_max_ms"));
+            }
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(bad("store.path", "missing"));
+        }
+        if self.store.retention_days == 0 {
+            return Err(bad("store.retention_days", "must be at least 1"));
+        }
+        if self.store.max_queue_records < 100 {
+            return Err(bad("store.max_queue_records", "must be at least 100"));
+        }
+        if !self.metrics.address.is_empty() && self.metrics.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad("metrics.address", format!("{:?} is not ip:port", self.metrics.address)));
+        }
+        Ok(())
+    }
+
+    /// The password a platform uses: its override, else the site's.
+    #[must_use]
+    pub fn platform_password<'a>(&'a self, p: &'a Platform) -> &'a str {
+        p.password.as_deref().unwrap_or(&self.site.pw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_parses_validates_and_matches_the_defaults() {
+        let c = Config::parse(DEFAULT_CONFIG).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let e = Config::parse("[site]\nmnn = \"x\"\n").unwrap_err();
+        assert!(e.0.contains("mnn"), "{e}");
+        let mut c = Config::default();
+        c.platform[0].version = 2016;
+        assert!(c.validate().unwrap_err().0.starts_with("platform[0].version"));
+        let c =
+            Config::parse("[[serial]]\ndevice = \"/dev/x\"\n[[serial.analyzer]]\nname = \"a\"\nprofile = \"nope\"\n")
+                .unwrap();
+        assert!(c.validate().unwrap_err().0.contains("unknown built-in profile"));
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "HJ212_GATEWAY_MN" => Some("ABC123".into()),
+            "HJ212_GATEWAY_PLATFORM_PLATFORM_ADDRESS" => Some("10.0.0.1:1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.site.mn, "ABC123");
+        assert_eq!(c.platform[0].address, "10.0.0.1:1");
+        assert!(c.apply_env(|k| (k == "HJ212_GATEWAY_RETENTION_DAYS").then(|| "x".into())).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let c = Config::default();
+        assert!(!format!("{c:?}").contains("123456"));
+    }
+}

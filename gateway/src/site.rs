@@ -1,0 +1,390 @@
+//! The site's shared state: the firmware's acquisition and dynamic-control trackers fed by every
+//! serial port, the intervals a platform may change, and the path from a produced message to the
+//! store.
+//!
+//! Every message goes through [`Site::publish`]: it is encoded with the site's header, written to
+//! the store (every platform's queue, flushed), and only then are the uplinks woken. The firmware
+//! decides what to send; this module adds no protocol or statistics logic of its own, except
+//! pacing real-time uploads (2011/2021) by `RtdInterval` so that a change by CN 1062 takes effect
+//! without losing the open statistics periods.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use firmware::acquire::{AcquireConfig, Acquisition, Reading};
+use firmware::dynamic::{self, DynamicConfig, Tracker};
+use firmware::modbus::CommState;
+use firmware::profile::{Code, OwnedProfile, Target, Value};
+use firmware::stats::GasValidity;
+use hj212_codec::Flag;
+use hj212_codec::Version;
+use hj212_codec::message::{Header, Message};
+use hj212_codec::qn::QnGenerator;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::config::{CodeTable, Config};
+use crate::metrics::Metrics;
+use crate::store::{Record, Store};
+
+/// One analyzer as the site knows it.
+#[derive(Debug, Clone)]
+pub struct AnalyzerInfo {
+    /// Its configured name.
+    pub name: String,
+    /// The port it is on (index into the configuration's `serial`).
+    pub port: usize,
+    /// Its profile, unit override applied.
+    pub profile: OwnedProfile,
+    /// Its `PolId`.
+    pub pol_id: Code,
+}
+
+/// A request from an uplink to a serial port.
+#[derive(Debug)]
+pub enum PortCommand {
+    /// Write a parameter point (CN 3021): the point's registers get `value` encoded per its type.
+    WritePoint {
+        /// Analyzer index (site-wide).
+        analyzer: usize,
+        /// Point index in the analyzer's profile.
+        point: usize,
+        /// The value, before the point's scale and offset are undone.
+        value: Value,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// The answer of [`Site::info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InfoLookup {
+    /// The latest value.
+    Value(String),
+    /// The analyzer has the parameter but it has not been read yet.
+    NotYetRead,
+    /// No analyzer has such a parameter.
+    Unknown,
+}
+
+/// Why a CN 3021 could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// No analyzer has this `PolId`, or its profile has no such parameter point, or the value is bad.
+    NoPoint,
+    /// The analyzer did not take it.
+    Failed(String),
+}
+
+struct State {
+    acquisition: Acquisition,
+    trackers: Vec<Tracker>,
+    rtd_interval_s: u32,
+    min_interval: u8,
+    last_rtd_ms: Option<u64>,
+    /// Latest dynamic-control values: (PolId, i-code) → value text.
+    info: BTreeMap<(String, String), String>,
+}
+
+/// The site: shared by the serial tasks (producers) and the uplinks (consumers, command handlers).
+pub struct Site {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// The data clock.
+    pub clock: Arc<dyn Clock>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    /// Every analyzer of every port, in configuration order.
+    pub analyzers: Vec<AnalyzerInfo>,
+    state: Mutex<State>,
+    qns: Mutex<QnGenerator>,
+    appended: watch::Sender<u64>,
+    ports: Vec<mpsc::Sender<PortCommand>>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("analyzers", &self.analyzers.len()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere; the state is still consistent enough to go on.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn acquire_config(config: &Config, min_interval: u8) -> AcquireConfig {
+    let a = &config.acquisition;
+    AcquireConfig {
+        // Real-time pacing is done here (see the module docs), so the firmware emits every cycle.
+        rtd_interval_s: 0,
+        min_interval,
+        validity: GasValidity {
+            samples_per_minute: a.samples_per_minute,
+            minutes_per_hour: a.minutes_per_hour,
+            hours_per_day: a.hours_per_day,
+        },
+        ..AcquireConfig::default()
+    }
+}
+
+impl Site {
+    /// The site for `config`, with the intervals a platform set earlier (kept in the store's
+    /// `meta` tree) taking precedence over the file.
+    #[must_use]
+    pub fn new(
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        analyzers: Vec<AnalyzerInfo>,
+        ports: Vec<mpsc::Sender<PortCommand>>,
+    ) -> Self {
+        let rtd_interval_s = store
+            .meta("rtd_interval_secs")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(config.acquisition.rtd_interval_secs);
+        let min_interval = store
+            .meta("min_interval_mins")
+            .and_then(|v| v.parse().ok())
+            .filter(|m| crate::config::MIN_INTERVALS.contains(m))
+            .unwrap_or(config.acquisition.min_interval_mins);
+        let profiles: Vec<_> = analyzers.iter().map(|a| a.profile.as_profile()).collect();
+        let refs: Vec<_> = profiles.iter().collect();
+        let acquisition = Acquisition::new(acquire_config(&config, min_interval), &refs);
+        let trackers = analyzers.iter().map(|a| Tracker::new(&a.profile.as_profile(), Some(a.pol_id))).collect();
+        let (appended, _) = watch::channel(0);
+        Self {
+            state: Mutex::new(State {
+                acquisition,
+                trackers,
+                rtd_interval_s,
+                min_interval,
+                last_rtd_ms: None,
+                info: BTreeMap::new(),
+            }),
+            config,
+            clock,
+            store,
+            metrics,
+            analyzers,
+            qns: Mutex::new(QnGenerator::new()),
+            appended,
+            ports,
+        }
+    }
+
+    fn dynamic_config(&self) -> DynamicConfig<'static> {
+        DynamicConfig {
+            table: match self.config.site.code_table {
+                CodeTable::National => dynamic::NATIONAL,
+                CodeTable::Hebei => dynamic::HEBEI,
+            },
+            snapshot_interval_ms: self.config.acquisition.snapshot_interval_secs.saturating_mul(1000),
+            ..DynamicConfig::default()
+        }
+    }
+
+    /// Feeds one poll cycle of one port: `(analyzer index, one value slot per point, comm state)`.
+    /// Returns the messages that came due.
+    pub fn cycle(&self, readings: &[(usize, Vec<Option<Value>>, CommState)]) -> Vec<Message> {
+        let now = self.clock.now();
+        let now_ms = self.clock.ms();
+        let profiles: Vec<_> = readings.iter().map(|(i, _, _)| self.analyzers[*i].profile.as_profile()).collect();
+        let refs: Vec<Reading<'_>> =
+            readings.iter().zip(&profiles).map(|((_, values, comm), p)| Reading::new(p, values, *comm)).collect();
+        let dyn_cfg = self.dynamic_config();
+        let mut st = lock(&self.state);
+        let mut out = st.acquisition.ingest(now, now_ms, &refs);
+        let due = st.last_rtd_ms.is_none_or(|l| now_ms.saturating_sub(l) >= u64::from(st.rtd_interval_s) * 1000);
+        if due && out.iter().any(is_realtime) {
+            st.last_rtd_ms = Some(now_ms);
+        } else {
+            out.retain(|m| !is_realtime(m));
+        }
+        for ((i, _, _), reading) in readings.iter().zip(&refs) {
+            let msgs = st.trackers[*i].update(&dyn_cfg, reading, now, now_ms);
+            for m in &msgs {
+                if let Message::SiteInfo { pol_id, items, .. } = m {
+                    let pol = pol_id.clone().unwrap_or_default();
+                    for item in items {
+                        st.info.insert((pol.clone(), item.code.clone()), item.value.clone());
+                    }
+                }
+            }
+            out.extend(msgs);
+        }
+        out
+    }
+
+    /// Encodes `messages` with the site's header and stores them; wakes the uplinks once they are
+    /// durable. A message that cannot be stored is logged and counted, and not sent.
+    pub async fn publish(self: &Arc<Self>, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut records = Vec::with_capacity(messages.len());
+        for m in &messages {
+            match self.encode(m) {
+                Ok(r) => records.push(r),
+                Err(e) => {
+                    Metrics::inc(&self.metrics.store_errors);
+                    tracing::error!(cn = m.cn(), error = %e, "Message cannot be encoded; dropped.");
+                }
+            }
+        }
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut done = 0usize;
+            for r in &records {
+                match store.append(r) {
+                    Ok(_) => done += 1,
+                    Err(e) => tracing::error!(cn = r.cn, error = %e, "Store write failed; message lost."),
+                }
+            }
+            (done, records.len())
+        })
+        .await;
+        if let Ok((done, total)) = result {
+            self.metrics.messages_stored.fetch_add(done as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.store_errors.fetch_add((total - done) as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(stored = done, "Messages stored.");
+        }
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Encodes a message as a store record: header `QN;ST;CN;PW;MN;Flag` with the site's values.
+    ///
+    /// # Errors
+    /// The message is too long for one frame (over 9999 bytes).
+    pub fn encode(&self, m: &Message) -> Result<Record, hj212_codec::Error> {
+        let now = self.clock.now();
+        let qn = lock(&self.qns).next_string(now);
+        let site = &self.config.site;
+        let header = Header {
+            qn: Some(&qn),
+            st: &site.st,
+            pw: &site.pw,
+            mn: &site.mn,
+            flag: Some(Flag::new(Version::V2017, false, false)),
+        };
+        let frame = m.to_packet(&header).to_frame_unchecked(hj212_codec::CrcVariant::Hj212, false)?;
+        let data_time_ms = match m {
+            Message::Data { data_time, .. } | Message::SiteInfo { data_time, .. } => data_time.to_millis(),
+            _ => 0,
+        };
+        Ok(Record { cn: m.cn(), data_time_ms, written_ms: self.clock.utc_ms(), frame })
+    }
+
+    /// A receiver that changes whenever records were appended.
+    #[must_use]
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// `RtdInterval` in force, seconds.
+    #[must_use]
+    pub fn rtd_interval(&self) -> u32 {
+        lock(&self.state).rtd_interval_s
+    }
+
+    /// `MinInterval` in force, minutes.
+    #[must_use]
+    pub fn min_interval(&self) -> u8 {
+        lock(&self.state).min_interval
+    }
+
+    /// Sets `RtdInterval` (CN 1062) and keeps it in the store.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn set_rtd_interval(&self, seconds: u32) -> Result<(), crate::store::StoreError> {
+        self.store.set_meta("rtd_interval_secs", &seconds.to_string())?;
+        lock(&self.state).rtd_interval_s = seconds;
+        Ok(())
+    }
+
+    /// Sets `MinInterval` (CN 1064) and keeps it in the store. The statistics restart: the open
+    /// minute, hour and day periods are abandoned (the firmware fixes the interval at creation).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn set_min_interval(&self, minutes: u8) -> Result<(), crate::store::StoreError> {
+        self.store.set_meta("min_interval_mins", &minutes.to_string())?;
+        let profiles: Vec<_> = self.analyzers.iter().map(|a| a.profile.as_profile()).collect();
+        let refs: Vec<_> = profiles.iter().collect();
+        let mut st = lock(&self.state);
+        st.min_interval = minutes;
+        st.acquisition = Acquisition::new(acquire_config(&self.config, minutes), &refs);
+        Ok(())
+    }
+
+    /// The latest value of the dynamic-control parameter `info_id` of the analyzer `pol_id`
+    /// (any analyzer when `None`).
+    pub fn info(&self, pol_id: Option<&str>, info_id: &str) -> InfoLookup {
+        let st = lock(&self.state);
+        let found = st
+            .info
+            .iter()
+            .find(|((pol, code), _)| pol_id.is_none_or(|p| p == pol) && code == info_id)
+            .map(|(_, v)| v.clone());
+        match found {
+            Some(v) => InfoLookup::Value(v),
+            None if self.find_point(pol_id, info_id).is_some() => InfoLookup::NotYetRead,
+            None => InfoLookup::Unknown,
+        }
+    }
+
+    /// The analyzer and point a parameter code names.
+    fn find_point(&self, pol_id: Option<&str>, info_id: &str) -> Option<(usize, usize)> {
+        let code = Code::try_new(info_id)?;
+        self.analyzers.iter().enumerate().filter(|(_, a)| pol_id.is_none_or(|p| p == a.pol_id.as_str())).find_map(
+            |(ai, a)| {
+                let kind = dynamic::AnalyzerKind::of(a.pol_id);
+                let wanted = dynamic::resolve(code, kind);
+                a.profile
+                    .points
+                    .iter()
+                    .position(|p| match p.target {
+                        Target::Info(c) => c == code || (wanted.is_some() && dynamic::resolve(c, kind) == wanted),
+                        _ => false,
+                    })
+                    .map(|pi| (ai, pi))
+            },
+        )
+    }
+
+    /// Writes a parameter (CN 3021) through the analyzer's serial port.
+    ///
+    /// # Errors
+    /// [`WriteError::NoPoint`] when no analyzer has the parameter or the value does not parse;
+    /// [`WriteError::Failed`] when the port or the analyzer refused.
+    pub async fn write_info(&self, pol_id: Option<&str>, info_id: &str, value: &str) -> Result<(), WriteError> {
+        let (analyzer, point) = self.find_point(pol_id, info_id).ok_or(WriteError::NoPoint)?;
+        let spec = self.analyzers[analyzer].profile.points[point];
+        let value = if spec.value.is_time() {
+            let t = hj212_codec::time::DateTime::parse(value).ok_or(WriteError::NoPoint)?;
+            let t = firmware::profile::DateTime::new(t.year, t.month, t.day, t.hour, t.minute, t.second)
+                .ok_or(WriteError::NoPoint)?;
+            Value::Time(t)
+        } else {
+            Value::Number(value.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or(WriteError::NoPoint)?)
+        };
+        let port = self.ports.get(self.analyzers[analyzer].port).ok_or(WriteError::NoPoint)?;
+        let (tx, rx) = oneshot::channel();
+        port.send(PortCommand::WritePoint { analyzer, point, value, reply: tx })
+            .await
+            .map_err(|_| WriteError::Failed("serial port task stopped".into()))?;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r.map_err(WriteError::Failed),
+            Ok(Err(_)) => Err(WriteError::Failed("serial port task stopped".into())),
+            Err(_) => Err(WriteError::Failed("timed out".into())),
+        }
+    }
+}
+
+fn is_realtime(m: &Message) -> bool {
+    matches!(m, Message::Data { cn, .. } if matches!(cn.value(), 2011 | 2021))
+}
