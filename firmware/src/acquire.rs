@@ -34,6 +34,17 @@
 //!   A period below its minimum valid count has no `Avg` and is flagged with the worst abnormal flag
 //!   seen, or D (gas) / B (water, no data) when all its samples were normal but too few.
 //!
+//! Batch analyzers (COD, NH3-N, TP, TN: one result per digestion cycle, tens of minutes apart):
+//! a pollutant whose profile reads a `SampleTime` that decodes is a batch series. Each cycle
+//! re-reads the same result, but only a `SampleTime` not seen before is a new measurement. It goes
+//! up once, in the next real-time record (2011, with `-SampleTime`; without a new measurement the
+//! item is left out), and counts once in the 2051, 2061 and 2031 periods in which it is first read
+//! (by poll time), whose mean
+//! is over their measurements (at least one; the 1-minute and 45-minute rules are for continuous
+//! analyzers). A period without a measurement has no item for it. For `Cou`, the last measurement
+//! stands for the concentration until the next one. Cycles that read no valid time (comms loss)
+//! add nothing to a batch series; comms state goes up through 3020 i12002.
+//!
 //! `DataTime` is the sampling instant for 2011/2021 and the period start for 2051/2061/2031/2041
 //! (HJ 212-2017 Table 4). Values are written as decimal text with the fraction digits of the code's
 //! Appendix B data type `Nx.y` ([`decimals_for`]).
@@ -301,6 +312,12 @@ struct Series {
     code: Code,
     kind: AnalyzerKind,
     is_flow: bool,
+    /// A batch analyzer: its samples carry the analyzer's `SampleTime`, and only a new time is a
+    /// new measurement.
+    batch: bool,
+    last_sample_time: Option<DateTime>,
+    /// A new measurement arrived since the last real-time record.
+    fresh: bool,
     latest: Option<Sample>,
     latest_zs: Option<f64>,
     minute: Agg,
@@ -388,6 +405,9 @@ impl Acquisition {
             is_flow,
             latest: None,
             latest_zs: None,
+            batch: false,
+            last_sample_time: None,
+            fresh: false,
             minute: Agg::default(),
             block: Agg::default(),
             hour: Agg::default(),
@@ -440,6 +460,9 @@ impl Acquisition {
         if due {
             self.last_rtd_ms = Some(now_ms);
             out.extend(self.realtime(now));
+            for s in &mut self.series {
+                s.fresh = false;
+            }
             out.extend(self.facility_state(now));
         }
         out
@@ -499,6 +522,30 @@ impl Acquisition {
                     _ => None,
                 };
                 let ser = &mut self.series[i];
+                if smp.sample_time.is_some() || ser.batch {
+                    ser.batch = true;
+                    let new = smp.value.is_some() && smp.sample_time.is_some_and(|t| ser.last_sample_time != Some(t));
+                    if !new {
+                        // The same measurement again, or none: nothing to add.
+                        continue;
+                    }
+                    ser.last_sample_time = smp.sample_time;
+                    ser.fresh = true;
+                    ser.latest = Some(smp);
+                    ser.latest_zs = zs;
+                    let value = smp.value.unwrap_or(f64::NAN);
+                    for agg in [&mut ser.minute, &mut ser.block, &mut ser.hour, &mut ser.day] {
+                        agg.note_flag(smp.flag);
+                    }
+                    // One measurement counts once, in every period it falls in (no 1-minute means).
+                    for agg in [&mut ser.block, &mut ser.hour, &mut ser.day] {
+                        agg.mean.push(value, smp.flag, valid_flags);
+                        if let Some(z) = zs {
+                            agg.zs.push(z, smp.flag, valid_flags);
+                        }
+                    }
+                    continue;
+                }
                 ser.latest = Some(smp);
                 ser.latest_zs = zs;
                 for agg in [&mut ser.minute, &mut ser.block, &mut ser.hour, &mut ser.day] {
@@ -546,6 +593,10 @@ impl Acquisition {
         let valid_flags = self.config.valid_flags;
         if prev.minute != now.minute {
             for s in &mut self.series {
+                if s.batch {
+                    s.minute = Agg::default();
+                    continue;
+                }
                 let m = s.minute.mean.finish(v.samples_per_minute);
                 let flag = if m.avg.is_some() { Flag::N } else { s.minute.worst.unwrap_or(Flag::B) };
                 let zs = s.minute.zs.finish(v.samples_per_minute).avg;
@@ -566,6 +617,10 @@ impl Acquisition {
         if prev.hour != now.hour {
             out.push(self.record(Command::HourlyData, time_at(prev.hour), |s| &s.hour, v.minutes_per_hour));
             for s in &mut self.series {
+                if s.batch {
+                    s.hour = Agg::default();
+                    continue;
+                }
                 let h = s.hour.mean.finish(v.minutes_per_hour);
                 let flag = if h.avg.is_some() { Flag::N } else { s.hour.worst.unwrap_or(Flag::B) };
                 s.day.mean.push(h.avg.unwrap_or(f64::NAN), flag, valid_flags);
@@ -595,6 +650,8 @@ impl Acquisition {
             if a.total == 0 {
                 continue;
             }
+            // A batch analyzer's period mean is over its measurements: one is enough.
+            let min_valid = if s.batch { 1 } else { min_valid };
             let sum = a.mean.finish(min_valid);
             let dec = decimals_for(s.code.as_str(), self.config.default_decimals);
             let mut fields: Vec<(String, String)> = Vec::new();
@@ -648,6 +705,9 @@ impl Acquisition {
         let mut items = Vec::new();
         for s in &self.series {
             let Some(smp) = s.latest else { continue };
+            if s.batch && !s.fresh {
+                continue;
+            }
             let dec = decimals_for(s.code.as_str(), self.config.default_decimals);
             let mut fields: Vec<(String, String)> = Vec::new();
             if let Some(v) = smp.value {

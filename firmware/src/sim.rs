@@ -3,7 +3,7 @@
 //! Feed it a request ADU with [`Simulator::handle`]; it returns what the device would put on the
 //! wire, and after how long, or nothing. Faults can be injected for the next answers or for every
 //! answer: no answer, a late answer, a damaged CRC, an exception, another unit answering, noise
-//! before the frame. Values are settable by target (`w01018`, `i13008`, status, ...) so tests and the
+//! before the frame, a fragment and a silence before the frame, a pause inside the frame. Values are settable by target (`w01018`, `i13008`, status, ...) so tests and the
 //! demo can move a slope, start a calibration or raise an alarm.
 //!
 //! Invariants:
@@ -38,6 +38,22 @@ pub enum Fault {
     OtherUnit(u8),
     /// Put these bytes on the line before the correct answer.
     NoiseBefore(Vec<u8>),
+    /// Put these bytes on the line, stay silent for `gap_us`, then give the correct answer: a cut
+    /// frame or another device's chatter, ended by a silence.
+    FragmentBefore {
+        /// The bytes before the silence.
+        bytes: Vec<u8>,
+        /// The silence, µs.
+        gap_us: u32,
+    },
+    /// Answer correctly, but stop for `gap_us` after the first `after` bytes of the frame (a slow
+    /// device; beyond t3.5 the frame is broken in two).
+    Pause {
+        /// Bytes sent before the pause.
+        after: usize,
+        /// The pause, µs.
+        gap_us: u32,
+    },
 }
 
 /// What the simulated device puts on the wire.
@@ -47,6 +63,8 @@ pub struct Reply {
     pub bytes: Vec<u8>,
     /// Microseconds between the end of the request and the first byte.
     pub delay_us: u32,
+    /// A silence inside the reply: `(n, µs)` stops the line for `µs` after the first `n` bytes.
+    pub gap: Option<(usize, u32)>,
 }
 
 /// A Modbus RTU slave model for one or more units.
@@ -193,6 +211,7 @@ impl Simulator {
         let mut frame_unit = unit;
         let mut noise = Vec::new();
         let mut bad_crc = false;
+        let mut gap = None;
         match fault {
             Some(Fault::NoAnswer) => return None,
             Some(Fault::Late { delay_us: d }) => delay_us = d,
@@ -200,6 +219,11 @@ impl Simulator {
             Some(Fault::Exception(code)) => body = alloc::vec![pdu[0] | 0x80, code.to_u8()],
             Some(Fault::OtherUnit(u)) => frame_unit = u,
             Some(Fault::NoiseBefore(bytes)) => noise = bytes,
+            Some(Fault::FragmentBefore { bytes, gap_us }) => {
+                gap = Some((bytes.len(), gap_us));
+                noise = bytes;
+            }
+            Some(Fault::Pause { after, gap_us }) => gap = Some((after, gap_us)),
             None => {}
         }
         let mut bytes = noise;
@@ -213,7 +237,7 @@ impl Simulator {
                 *last ^= 0xFF;
             }
         }
-        Some(Reply { bytes, delay_us })
+        Some(Reply { bytes, delay_us, gap })
     }
 
     /// Executes a PDU for `unit`; returns the response PDU (normal or exception).

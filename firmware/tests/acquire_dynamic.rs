@@ -64,7 +64,7 @@ impl Rig {
     }
 
     fn sim(&self) -> std::cell::RefMut<'_, Simulator> {
-        std::cell::RefMut::map(self.line.borrow_mut(), |l| &mut l.sim)
+        std::cell::RefMut::map(self.line.borrow_mut(), |l| &mut l.sims[0])
     }
 
     fn set(&self, target: Target, v: Value) {
@@ -272,25 +272,12 @@ fn hebei_state_codes_and_periodic_snapshot() {
 
 #[test]
 fn standard_check_gives_2062_under_2025_and_hebei_items() {
-    // The surface-water block's standard-sample record: reference 0x1003, time 0x1010, result 0x1013.
-    let mut p = OwnedProfile::from_profile(&SURFACE_WATER_COD);
-    let pt = |address, value, order, code: &str| PointSpec {
-        unit: 1,
-        function: firmware::modbus::FunctionCode::ReadHoldingRegisters,
-        address,
-        value,
-        order,
-        scale: 1.0,
-        offset: 0.0,
-        target: Target::Info(Code::new(code)),
-    };
-    p.points.push(pt(0x1003, ValueType::F32, ByteOrder::CDAB, "ChkRef"));
-    p.points.push(pt(0x1010, ValueType::TimeBcd6, ByteOrder::ABCD, "ChkTime"));
-    p.points.push(pt(0x1013, ValueType::F32, ByteOrder::CDAB, "ChkRead"));
+    // The shipped surface-water profile reads the standard-sample record: reference 0x1003, time
+    // 0x1010, result 0x1013.
     let (chk_ref, chk_time, chk_read) =
         (Target::Info(Code::new("ChkRef")), Target::Info(Code::new("ChkTime")), Target::Info(Code::new("ChkRead")));
     for (table, hj2025) in [(HEBEI, true), (NATIONAL, true), (HEBEI, false)] {
-        let mut rig = Rig::new(&[&p.as_profile()]);
+        let mut rig = Rig::new(&[&SURFACE_WATER_COD]);
         rig.set(Target::Status, Value::Code(1));
         rig.set(chk_ref, Value::Number(50.0));
         rig.set(chk_read, Value::Number(49.0));
@@ -443,4 +430,60 @@ fn daily_records_and_run_time() {
     // Running 08:00–14:00 is 6.00 h (slices are counted with the state at their start).
     assert_eq!(field(data(&all, Command::DailyRunTime).unwrap(), "SB1", "RT"), Some("6.00"));
     assert_eq!(Flag::N.as_char(), 'N');
+}
+
+/// A batch analyzer (the surface-water COD reads its own `SampleTime`): a value is a new measurement
+/// only when the time changes. It goes up in one real-time record, counts once in each period, and
+/// a period's mean is over its measurements (the 45-minute rule is for continuous analyzers).
+#[test]
+fn batch_analyzer_value_is_reported_once_per_measurement() {
+    let mut rig = Rig::new(&[&SURFACE_WATER_COD]);
+    rig.set(Target::Status, Value::Code(1));
+    let cfg = AcquireConfig {
+        rtd_interval_s: 60,
+        validity: GasValidity { samples_per_minute: 1, minutes_per_hour: 45, hours_per_day: 20 },
+        ..AcquireConfig::default()
+    };
+    let owned = rig.profiles[0].clone();
+    let profile = owned.as_profile();
+    let mut acq = Acquisition::new(cfg, &[&profile]);
+    let mut rtd = Vec::new();
+    let mut all = Vec::new();
+    for minute in 0..=70u64 {
+        // A measurement every 20 minutes, finished 5 minutes before it is read: 30, 40, 50, 60 mg/L.
+        if minute % 20 == 0 {
+            let t = Time::from_millis(t0() + (minute as i64 * 60 - 300) * 1000).unwrap();
+            let t = PDateTime::new(t.year, t.month, t.day, t.hour, t.minute, t.second).unwrap();
+            rig.set(Target::SampleTime, Value::Time(t));
+            rig.set(COD, Value::Number(30.0 + minute as f64 / 2.0));
+        }
+        let now_ms = minute * 60_000;
+        let values = rig.poll(now_ms);
+        let reading = Reading::new(&profile, &values[0], rig.comm(0));
+        let out = acq.ingest(at(now_ms), now_ms, &[reading]);
+        out.iter().for_each(round_trip);
+        // The profile has no other pollutant: without a new measurement there is no 2011 at all.
+        if let Some(m) = data(&out, Command::RealTimeData) {
+            let f = |suffix| field(m, "w01018", suffix).map(String::from);
+            rtd.push((minute, f("Rtd"), f("SampleTime")));
+        }
+        all.extend(out);
+    }
+    assert_eq!(
+        rtd,
+        vec![
+            (0, Some("30.0".into()), Some("20240101075500".into())),
+            (20, Some("40.0".into()), Some("20240101081500".into())),
+            (40, Some("50.0".into()), Some("20240101083500".into())),
+            (60, Some("60.0".into()), Some("20240101085500".into())),
+        ]
+    );
+    let hour = data(&all, Command::HourlyData).unwrap();
+    let f = |suffix| field(hour, "w01018", suffix);
+    assert_eq!((f("Min"), f("Avg"), f("Max"), f("Flag")), (Some("30.0"), Some("40.0"), Some("50.0"), Some("N")));
+    // Ten-minute blocks: 08:00 holds the first measurement; 08:10 none, so no COD item.
+    let blocks: Vec<&Message> = all.iter().filter(|m| m.cn() == Command::MinuteData.value()).collect();
+    assert_eq!(field(blocks[0], "w01018", "Avg"), Some("30.0"));
+    let Message::Data { items, .. } = blocks[1] else { unreachable!() };
+    assert!(items.iter().all(|i| i.code != "w01018"), "{items:?}");
 }

@@ -60,7 +60,7 @@ fn reads_a_cdab_float_with_exact_bytes_and_de_timing() {
 #[test]
 fn no_answer_times_out_after_all_retries() {
     let (mut m, l) = setup();
-    l.borrow_mut().sim.set_fault(Some(Fault::NoAnswer));
+    l.borrow_mut().sim().set_fault(Some(Fault::NoAnswer));
     let err = read_cod(&mut m).unwrap_err();
     assert!(matches!(err, Error::Frame(e) if e.kind == FrameErrorKind::Timeout));
     assert!(err.is_transport());
@@ -73,7 +73,7 @@ fn no_answer_times_out_after_all_retries() {
 #[test]
 fn late_answer_within_the_timeout_is_accepted() {
     let (mut m, l) = setup();
-    l.borrow_mut().sim.inject(Fault::Late { delay_us: 150_000 });
+    l.borrow_mut().sim().inject(Fault::Late { delay_us: 150_000 });
     assert_eq!(read_cod(&mut m).unwrap(), [0x0000, 0x422A]);
     assert_eq!(m.stats().requests, 1);
 }
@@ -81,7 +81,7 @@ fn late_answer_within_the_timeout_is_accepted() {
 #[test]
 fn answer_later_than_the_timeout_is_retried_and_the_stale_one_drained() {
     let (mut m, l) = setup();
-    l.borrow_mut().sim.inject(Fault::Late { delay_us: 205_000 });
+    l.borrow_mut().sim().inject(Fault::Late { delay_us: 205_000 });
     assert_eq!(read_cod(&mut m).unwrap(), [0x0000, 0x422A]);
     assert_eq!(m.stats().timeouts, 1);
     assert_eq!(m.stats().retries, 1);
@@ -92,10 +92,10 @@ fn answer_later_than_the_timeout_is_retried_and_the_stale_one_drained() {
 #[test]
 fn crc_error_is_retried_then_reported_with_both_values() {
     let (mut m, l) = setup();
-    l.borrow_mut().sim.inject(Fault::BadCrc);
+    l.borrow_mut().sim().inject(Fault::BadCrc);
     assert_eq!(read_cod(&mut m).unwrap(), [0x0000, 0x422A]);
     assert_eq!(m.stats().crc_errors, 1);
-    l.borrow_mut().sim.set_fault(Some(Fault::BadCrc));
+    l.borrow_mut().sim().set_fault(Some(Fault::BadCrc));
     let err = read_cod(&mut m).unwrap_err();
     // The reply's CRC 4B 4C had its last byte flipped: received 0xB34B, computed 0x4C4B.
     assert_eq!(err.frame().map(|e| e.kind), Some(FrameErrorKind::Crc { computed: 0x4C4B, received: 0xB34B }));
@@ -104,7 +104,7 @@ fn crc_error_is_retried_then_reported_with_both_values() {
 #[test]
 fn exception_is_returned_at_once_and_not_retried() {
     let (mut m, l) = setup();
-    l.borrow_mut().sim.inject(Fault::Exception(ExceptionCode::ServerDeviceBusy));
+    l.borrow_mut().sim().inject(Fault::Exception(ExceptionCode::ServerDeviceBusy));
     let err = read_cod(&mut m).unwrap_err();
     let e = err.exception().copied().unwrap();
     assert_eq!((e.unit, e.function, e.code), (1, 3, ExceptionCode::ServerDeviceBusy));
@@ -119,7 +119,7 @@ fn exception_is_returned_at_once_and_not_retried() {
 #[test]
 fn another_unit_answering_is_a_wrong_unit_error() {
     let (mut m, l) = setup();
-    l.borrow_mut().sim.set_fault(Some(Fault::OtherUnit(2)));
+    l.borrow_mut().sim().set_fault(Some(Fault::OtherUnit(2)));
     let err = read_cod(&mut m).unwrap_err();
     assert_eq!(err.frame().map(|e| e.kind), Some(FrameErrorKind::WrongUnit { expected: 1, got: 2 }));
     assert_eq!(m.stats().requests, 3);
@@ -129,7 +129,7 @@ fn another_unit_answering_is_a_wrong_unit_error() {
 fn noise_before_the_frame_is_skipped() {
     let (mut m, l) = setup();
     // Line glitches as the slave's driver switches on: 00 FF 01 (the 01 even looks like our unit).
-    l.borrow_mut().sim.inject(Fault::NoiseBefore(vec![0x00, 0xFF, 0x01]));
+    l.borrow_mut().sim().inject(Fault::NoiseBefore(vec![0x00, 0xFF, 0x01]));
     assert_eq!(read_cod(&mut m).unwrap(), [0x0000, 0x422A]);
     assert_eq!(m.stats().noise_bytes, 3);
     assert_eq!(m.stats().requests, 1);
@@ -140,9 +140,9 @@ fn writes_reach_the_device() {
     let (mut m, l) = setup();
     // Slope i13008 at 0x10A7 is CDAB f32: write 1.25 = 0x3FA00000 as [0x0000, 0x3FA0].
     m.write_registers(1, 0x10A7, &[0x0000, 0x3FA0]).unwrap();
-    assert_eq!(l.borrow().sim.get(&Target::Info(Code::new("i13008"))), Some(Value::Number(1.25)));
+    assert_eq!(l.borrow().sims[0].get(&Target::Info(Code::new("i13008"))), Some(Value::Number(1.25)));
     m.write_register(1, 0x1089, 60).unwrap();
-    assert_eq!(l.borrow().sim.register(1, FunctionCode::ReadHoldingRegisters, 0x1089), Some(60));
+    assert_eq!(l.borrow().sims[0].register(1, FunctionCode::ReadHoldingRegisters, 0x1089), Some(60));
     match m.transact(1, &Request::WriteSingleRegister { address: 0x1083, value: 9 }).unwrap() {
         Response::Written { address, value } => assert_eq!((address, value), (0x1083, 9)),
         other => panic!("unexpected {other:?}"),

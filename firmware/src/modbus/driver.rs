@@ -8,6 +8,9 @@
 //! - Stale bytes waiting in the receiver before a request (a late answer to an earlier one) are
 //!   drained and counted as noise, so they cannot be taken for the answer to the next request.
 //! - Only transport errors are retried; a device exception is returned at once.
+//! - A silence of [`MasterConfig::frame_gap_us`] (t3.5) inside an answer ends the frame: bytes
+//!   before it that do not form the answer are discarded as noise and the wait goes on, so a cut
+//!   frame or another device's chatter cannot fill the buffer ahead of the real answer.
 //! - The bus, pin and delay are handed back by [`Master::release`].
 
 use embedded_hal::delay::DelayNs;
@@ -37,6 +40,14 @@ pub struct MasterConfig {
     /// Blocking driver only: how long to sleep between checks for received bytes (default one
     /// character time).
     pub poll_step_us: u32,
+    /// Blocking driver only: a silence this long inside an answer ends the frame (default t3.5;
+    /// Modbus over serial line v1.02 §2.5.1.1). Bytes received before such a silence that do not
+    /// form a frame for the request (a cut frame, another device's chatter, line noise) are
+    /// discarded as noise, and the master keeps waiting for the real answer within the response
+    /// timeout. Set it to t1.5 for the strict rule (a frame with a longer inter-character gap is
+    /// discarded) or to 0 to turn it off (an adapter whose latency exceeds t3.5). Silence is
+    /// counted in poll steps, so it is resolved to `poll_step_us`.
+    pub frame_gap_us: u32,
 }
 
 impl MasterConfig {
@@ -49,6 +60,7 @@ impl MasterConfig {
             retries: 2,
             inter_request_delay_us: 20_000,
             poll_step_us: timing.char_us,
+            frame_gap_us: timing.t3_5_us,
         }
     }
 }
@@ -68,8 +80,12 @@ pub struct MasterStats {
     pub crc_errors: u32,
     /// Exceptions returned by devices.
     pub exceptions: u32,
-    /// Bytes discarded: noise before frames and stale bytes drained before requests.
+    /// Bytes discarded: noise before frames, stale bytes drained before requests, and partial
+    /// frames ended by a silence.
     pub noise_bytes: u32,
+    /// Times received bytes were discarded because a silence of `frame_gap_us` ended them
+    /// without a frame (blocking driver).
+    pub gap_resyncs: u32,
 }
 
 /// An error from a master.
@@ -159,6 +175,7 @@ impl Core {
                 crc_errors: 0,
                 exceptions: 0,
                 noise_bytes: 0,
+                gap_resyncs: 0,
             },
             tx: [0; MAX_ADU_LEN],
             rx: [0; MAX_ADU_LEN],
@@ -386,23 +403,42 @@ where
     fn receive(&mut self, expect: &Expect) -> Result<(Result<(usize, usize), ResponseError>, usize), Error<IO::Error>> {
         let mut n = 0;
         let mut waited: u32 = 0;
+        // Silence since the last byte, and what the bytes discarded at the last gap would have said.
+        let mut silent: u32 = 0;
+        let mut discarded: Option<ResponseError> = None;
         let step_us = self.core.config.poll_step_us.max(1);
+        let gap_us = self.core.config.frame_gap_us;
         loop {
             if self.io.read_ready().map_err(Error::Io)? {
                 let got = self.io.read(&mut self.core.rx[n..]).map_err(Error::Io)?;
                 if got > 0 {
                     n += got;
+                    silent = 0;
                     if let Some(outcome) = step(expect, &self.core.rx[..n]) {
                         return Ok((outcome, n));
                     }
                     continue;
                 }
             }
+            if n > 0 && gap_us > 0 && silent >= gap_us {
+                // The silence ended a frame, and `step` found no answer in it: noise. Start over, so a
+                // real answer behind it has the whole buffer (§2.5.1.1: frames are delimited by t3.5).
+                discarded = Some(finish_response(expect, &self.core.rx[..n]));
+                self.core.stats.noise_bytes = self.core.stats.noise_bytes.saturating_add(n as u32);
+                self.core.stats.gap_resyncs += 1;
+                n = 0;
+            }
             if waited >= self.core.config.response_timeout_us {
-                return Ok((Err(finish_response(expect, &self.core.rx[..n])), n));
+                // Report what the last bytes were; if they were discarded at a gap, what they were then.
+                let err = match discarded {
+                    Some(e) if n == 0 => e,
+                    _ => finish_response(expect, &self.core.rx[..n]),
+                };
+                return Ok((Err(err), n));
             }
             self.delay.delay_us(step_us);
             waited = waited.saturating_add(step_us);
+            silent = silent.saturating_add(step_us);
         }
     }
 }

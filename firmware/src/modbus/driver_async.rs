@@ -4,6 +4,12 @@
 //! clock reads (the response timeout is a [`DelayNs`] future raced against the reads), stale bytes
 //! drained before each request, only transport errors retried, bus handed back by `release`.
 //!
+//! Unlike the blocking master it does not end frames at a silence of t3.5
+//! ([`MasterConfig::frame_gap_us`](super::MasterConfig::frame_gap_us) is ignored): an async read
+//! gives no inter-character timing, and on Linux a USB adapter's latency timer (16 ms by default on
+//! FTDI parts) splits a continuous answer into chunks with gaps far longer than t3.5 at 9600 baud.
+//! It relies on [`parse_response`](super::parse_response)'s resynchronisation instead.
+//!
 //! On Linux the gateway runs it over tokio through `embedded-io-adapters`' `FromTokio`, with a delay
 //! built on `tokio::time::sleep`. Reads must be cancel-safe (tokio's are): a read that loses the race
 //! against the timeout is dropped.

@@ -73,14 +73,18 @@ macro_rules! surface_water_points {
             p($unit, HOLD, 0x10A9, ValueType::F32, ByteOrder::CDAB, info("i13007")),
             p($unit, HOLD, 0x10AB, ValueType::TimeBcd6, ByteOrder::ABCD, info("i13006")),
             p($unit, HOLD, 0x10CE, ValueType::F32, ByteOrder::CDAB, info("i13009")),
+            // The standard-sample check record (notes §4.1): reference, time, measured value.
+            p($unit, HOLD, 0x1003, ValueType::F32, ByteOrder::CDAB, info("ChkRef")),
+            p($unit, HOLD, 0x1010, ValueType::TimeBcd6, ByteOrder::ABCD, info("ChkTime")),
+            p($unit, HOLD, 0x1013, ValueType::F32, ByteOrder::CDAB, info("ChkRead")),
         ]
     };
 }
 
-static SW_COD: [PointSpec; 13] = surface_water_points!(1, "w01018");
-static SW_NH3N: [PointSpec; 13] = surface_water_points!(2, "w21003");
-static SW_TP: [PointSpec; 13] = surface_water_points!(3, "w21011");
-static SW_TN: [PointSpec; 13] = surface_water_points!(4, "w21001");
+static SW_COD: [PointSpec; 16] = surface_water_points!(1, "w01018");
+static SW_NH3N: [PointSpec; 16] = surface_water_points!(2, "w21003");
+static SW_TP: [PointSpec; 16] = surface_water_points!(3, "w21011");
+static SW_TN: [PointSpec; 16] = surface_water_points!(4, "w21001");
 
 const fn surface_water(name: &'static str, points: &'static [PointSpec]) -> Profile<'static> {
     Profile {

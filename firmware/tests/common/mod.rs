@@ -1,8 +1,12 @@
-//! An in-memory half-duplex RS-485 line with a simulated analyzer on it, on a virtual clock.
+//! An in-memory half-duplex RS-485 line with simulated analyzers on it, on a virtual clock.
 //!
 //! The port, the DE pin and the delay share one state. Time moves only when the master asks for a
-//! delay, and by the transmit time of the bytes it sends. The double records every frame sent, every
-//! DE edge, and any byte written while DE was low or received while DE was high.
+//! delay, and by the transmit time of the bytes it sends. The double records every frame sent (and
+//! when), every DE edge, and any byte written while DE was low or received while DE was high.
+//!
+//! Several simulators can share the line ([`bus`]), each answering for its own unit ids, as
+//! analyzers daisy-chained on one RS-485 pair do. Every simulator sees every request; if more than
+//! one answers, the answers are all put on the line and the request is counted as a collision.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -20,8 +24,12 @@ pub struct Line {
     pub de_edges: Vec<(u64, bool)>,
     pub tx: Vec<u8>,
     pub sent: Vec<Vec<u8>>,
+    /// When each frame of `sent` started on the wire, µs.
+    pub sent_at: Vec<u64>,
     pub rx: VecDeque<(u64, u8)>,
-    pub sim: Simulator,
+    pub sims: Vec<Simulator>,
+    /// Requests answered by more than one simulator.
+    pub collisions: usize,
     pub timing: Timing,
     pub writes_with_de_low: usize,
     pub bytes_arriving_with_de_high: usize,
@@ -29,15 +37,23 @@ pub struct Line {
 
 pub type Shared = Rc<RefCell<Line>>;
 
+/// A line with one simulated device.
 pub fn line(sim: Simulator, baud: u32) -> Shared {
+    bus(vec![sim], baud)
+}
+
+/// A line shared by several simulated devices.
+pub fn bus(sims: Vec<Simulator>, baud: u32) -> Shared {
     Rc::new(RefCell::new(Line {
         now_us: 0,
         de_high: false,
         de_edges: Vec::new(),
         tx: Vec::new(),
         sent: Vec::new(),
+        sent_at: Vec::new(),
         rx: VecDeque::new(),
-        sim,
+        sims,
+        collisions: 0,
         timing: Timing::from_baud(baud),
         writes_with_de_low: 0,
         bytes_arriving_with_de_high: 0,
@@ -50,6 +66,13 @@ pub struct Port(pub Shared);
 pub struct DePin(pub Shared);
 #[derive(Debug)]
 pub struct Delay(pub Shared);
+
+impl Line {
+    /// The first simulator (the only one on a [`line`]).
+    pub fn sim(&mut self) -> &mut Simulator {
+        &mut self.sims[0]
+    }
+}
 
 impl embedded_io::ErrorType for Port {
     type Error = Infallible;
@@ -98,15 +121,26 @@ impl embedded_io::Write for Port {
             return Ok(());
         }
         // The bytes leave the UART: time passes while they are on the wire.
+        let started = l.now_us;
         l.now_us += l.timing.transmit_us(frame.len()) as u64;
         l.sent.push(frame.clone());
-        if let Some(reply) = l.sim.handle(&frame) {
+        l.sent_at.push(started);
+        let replies: Vec<_> = l.sims.iter_mut().filter_map(|s| s.handle(&frame)).collect();
+        if replies.len() > 1 {
+            l.collisions += 1;
+        }
+        let char_us = l.timing.char_us as u64;
+        for reply in replies {
             let start = l.now_us + reply.delay_us as u64;
-            let char_us = l.timing.char_us as u64;
             for (i, b) in reply.bytes.into_iter().enumerate() {
-                l.rx.push_back((start + (i as u64 + 1) * char_us, b));
+                let pause = match reply.gap {
+                    Some((after, gap_us)) if i >= after => gap_us as u64,
+                    _ => 0,
+                };
+                l.rx.push_back((start + pause + (i as u64 + 1) * char_us, b));
             }
         }
+        l.rx.make_contiguous().sort_by_key(|&(at, _)| at);
         Ok(())
     }
 }
