@@ -1,0 +1,732 @@
+//! [`Engine`]: the one object the daemon drives.
+//!
+//! ```text
+//! every accepted frame     → engine.feed_message(now, mn, &message)   (or feed_packet)
+//! connect/close/CRC/auth   → engine.feed_event(now, event)
+//! commands sent down       → engine.feed_event(now, Event::CommandSent { .. })
+//! every ~10–60 s           → engine.tick(now)
+//! each returns Vec<Action>: alerts to publish, history requests to send, recovery outcomes and
+//! settled daily records to store.
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hj212_codec::Packet;
+use hj212_codec::codes::{ExeRtn, QnRtn};
+use hj212_codec::message::Message;
+use hj212_codec::time::DateTime;
+
+use crate::quality::accounting::{DailyRecord, Ledger, StreamCtx};
+use crate::quality::comparison::{ComparisonReport, LabSample, OnlineValue, compare};
+use crate::quality::config::QualityConfig;
+use crate::quality::expect::{Expectation, MnExpect};
+use crate::quality::link::{Failures, LinkStatus, MnLink};
+use crate::quality::recovery::{Ending, Outstanding, Planner, RecoveryRecord, conclude};
+use crate::quality::rules::Rules;
+use crate::quality::{Action, Alert, DAY, Event, HOUR, Ms, Rule, dt, minutes};
+
+/// CNs whose records are accounted (when expected).
+const ACCOUNTED: [u16; 4] = [2011, 2051, 2061, 2031];
+/// Recovery records kept for [`Engine::recovery_records`].
+const RECOVERY_LOG: usize = 1000;
+
+#[derive(Debug)]
+struct MnState {
+    expect: MnExpect,
+    link: MnLink,
+    /// From when data are expected.
+    start: Ms,
+    registered: bool,
+    name: String,
+    stops: Vec<(Ms, Ms)>,
+}
+
+/// The data-quality engine. Sans-IO: every input carries the current time; see the module docs
+/// of [`crate::quality`].
+#[derive(Debug)]
+pub struct Engine {
+    cfg: QualityConfig,
+    epoch: Option<Ms>,
+    mns: BTreeMap<String, MnState>,
+    ledger: Ledger,
+    planner: Planner,
+    rules: Rules,
+    failures: Failures,
+    online: VecDeque<OnlineValue>,
+    emitted_through: BTreeMap<(String, u16), i64>,
+    recovery_log: VecDeque<RecoveryRecord>,
+}
+
+impl Engine {
+    /// An engine with this configuration (registry included).
+    #[must_use]
+    pub fn new(cfg: QualityConfig) -> Self {
+        Self {
+            cfg,
+            epoch: None,
+            mns: BTreeMap::new(),
+            ledger: Ledger::default(),
+            planner: Planner::default(),
+            rules: Rules::default(),
+            failures: Failures::default(),
+            online: VecDeque::new(),
+            emitted_through: BTreeMap::new(),
+            recovery_log: VecDeque::new(),
+        }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &QualityConfig {
+        &self.cfg
+    }
+
+    /// Replaces the configuration (a registry reload). Learnt state is kept; registered MNs new
+    /// to the engine start being expected now.
+    pub fn set_config(&mut self, now: DateTime, cfg: QualityConfig) {
+        self.cfg = cfg;
+        let now = now.to_millis();
+        for site in self.cfg.sites.clone() {
+            if let Some(st) = self.mns.get_mut(&site.mn) {
+                st.expect = rebuild(&st.expect, &site, &self.cfg);
+                st.registered = true;
+                st.name.clone_from(&site.name);
+            }
+        }
+        self.ensure_registry(now);
+    }
+
+    fn ensure_registry(&mut self, now: Ms) {
+        let epoch = *self.epoch.get_or_insert(now);
+        for site in &self.cfg.sites {
+            if !self.mns.contains_key(&site.mn) {
+                let start = site.active_from.as_deref().and_then(DateTime::parse).map_or(epoch, |t| t.to_millis());
+                self.mns.insert(
+                    site.mn.clone(),
+                    MnState {
+                        expect: MnExpect::new(Some(site), &self.cfg),
+                        link: MnLink::default(),
+                        start,
+                        registered: true,
+                        name: site.name.clone(),
+                        stops: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn state(&mut self, mn: &str, now: Ms) -> &mut MnState {
+        self.ensure_registry(now);
+        let cfg = &self.cfg;
+        self.mns.entry(mn.to_string()).or_insert_with(|| MnState {
+            expect: MnExpect::new(None, cfg),
+            link: MnLink::default(),
+            start: now,
+            registered: false,
+            name: String::new(),
+            stops: Vec::new(),
+        })
+    }
+
+    /// Declares an approved stop (停产/停运) of an MN: its periods are not expected.
+    pub fn declare_stop(&mut self, now: DateTime, mn: &str, begin: DateTime, end: DateTime) {
+        let st = self.state(mn, now.to_millis());
+        st.stops.push((begin.to_millis(), end.to_millis()));
+    }
+
+    /// A decoded message received from `mn` (data, site information, interval replies, 9011/9012).
+    pub fn feed_message(&mut self, now: DateTime, mn: &str, msg: &Message) -> Vec<Action> {
+        let now = now.to_millis();
+        let mut alerts: Vec<Alert> = Vec::new();
+        let mut actions = Vec::new();
+        self.state(mn, now).link.received(now);
+        match msg {
+            Message::RtdIntervalReply { seconds } => {
+                let st = self.state(mn, now);
+                st.expect.announce(2011, u32::from(*seconds));
+                st.expect.announce(2021, u32::from(*seconds));
+            }
+            Message::MinIntervalReply { minutes } => {
+                self.state(mn, now).expect.announce(2051, u32::from(*minutes) * 60);
+            }
+            Message::Data { data_time, items, .. } => {
+                let cn = msg.cn();
+                let t = data_time.to_millis();
+                let codes: Vec<&str> = items
+                    .iter()
+                    .map(|i| i.code.as_str())
+                    .filter(|c| !c.starts_with("SB") && !c.starts_with('i'))
+                    .collect();
+                let cfg = &self.cfg;
+                let Some(st) = self.mns.get_mut(mn) else { return actions };
+                if ACCOUNTED.contains(&cn) {
+                    st.expect.observe(cn, t, &codes, cfg);
+                }
+                let period = st.expect.interval(cn).map_or(0, |(i, _)| Ms::from(i) * 1000);
+                if ACCOUNTED.contains(&cn) && period > 0 {
+                    let pollutants = st.expect.pollutants(cn);
+                    let ctx = StreamCtx {
+                        mn,
+                        cn,
+                        interval_ms: period,
+                        start: st.start,
+                        stops: &st.stops,
+                        pollutants: &pollutants,
+                        valid_flags: &cfg.accounting.valid_flags,
+                        grace: minutes(cfg.accounting.grace_minutes),
+                    };
+                    let flags = items
+                        .iter()
+                        .filter(|i| codes.contains(&i.code.as_str()))
+                        .map(|i| (i.code.clone(), i.get("Flag").unwrap_or("N").to_string()))
+                        .collect();
+                    self.ledger.record(&ctx, t, now, flags);
+                }
+                if cfg.comparison.online_cns.contains(&cn) {
+                    for i in items.iter().filter(|i| codes.contains(&i.code.as_str())) {
+                        let v = if cn == 2011 { i.number("Rtd") } else { i.number("Avg") };
+                        if let Some(value) = v.filter(|v| !cfg.is_sentinel(*v)) {
+                            self.online.push_back(OnlineValue {
+                                mn: mn.to_string(),
+                                pollutant: i.code.clone(),
+                                cn,
+                                time: *data_time,
+                                value,
+                                flag: i.get("Flag").unwrap_or("N").to_string(),
+                            });
+                        }
+                    }
+                }
+                self.rules.on_data(&self.cfg, mn, cn, t, period, items, now, &mut alerts);
+            }
+            Message::SiteInfo { data_time, pol_id, items } => {
+                self.rules.on_site_info(
+                    &self.cfg,
+                    mn,
+                    data_time.to_millis(),
+                    pol_id.as_deref(),
+                    items,
+                    now,
+                    &mut alerts,
+                );
+            }
+            Message::RequestAnswer { qn_rtn } if self.planner.is_outstanding(mn) => {
+                if let Some(o) = self.planner.answered(mn, *qn_rtn == QnRtn::Ready) {
+                    actions.push(self.conclude(mn, &o, now, Ending::Refused));
+                }
+            }
+            Message::ExecutionResult { exe_rtn } => {
+                if let Some(o) = self.planner.finish(mn) {
+                    let ending = if matches!(exe_rtn, ExeRtn::Success | ExeRtn::NoData) {
+                        Ending::Answered
+                    } else {
+                        Ending::Refused
+                    };
+                    actions.push(self.conclude(mn, &o, now, ending));
+                }
+            }
+            _ => {}
+        }
+        actions.extend(alerts.into_iter().map(Action::Alert));
+        actions
+    }
+
+    /// Convenience: reads the MN and message of a parsed packet and feeds them. A packet whose
+    /// message does not parse still counts as traffic.
+    pub fn feed_packet(&mut self, now: DateTime, packet: &Packet<'_>) -> Vec<Action> {
+        let mn = packet.mn().unwrap_or("");
+        match Message::from_packet(packet) {
+            Ok(m) => self.feed_message(now, mn, &m),
+            Err(_) => {
+                self.state(mn, now.to_millis()).link.received(now.to_millis());
+                Vec::new()
+            }
+        }
+    }
+
+    /// A link or protocol event.
+    pub fn feed_event(&mut self, now: DateTime, event: Event) -> Vec<Action> {
+        let now = now.to_millis();
+        let mut out = Vec::new();
+        match event {
+            Event::Connected { mn } => self.state(&mn, now).link.connect(now),
+            Event::Disconnected { mn } => self.state(&mn, now).link.disconnect(now),
+            Event::CrcFailure { key } => {
+                out.extend(
+                    self.failures.failure(&key, Rule::RepeatedCrcFailures, now, &self.cfg.link).map(Action::Alert),
+                );
+            }
+            Event::AuthFailure { key } => {
+                out.extend(
+                    self.failures.failure(&key, Rule::RepeatedAuthFailures, now, &self.cfg.link).map(Action::Alert),
+                );
+            }
+            Event::CommandSent { mn, message } => {
+                if let Message::AnalyzerControl { cn, pol_id, .. } = &message
+                    && cn.value() == 3011
+                {
+                    self.rules.on_calibration_command(&mn, pol_id, now);
+                }
+            }
+            Event::HistoryFinished { mn, ok } => {
+                if let Some(o) = self.planner.finish(&mn) {
+                    out.push(self.conclude(&mn, &o, now, if ok { Ending::Answered } else { Ending::Refused }));
+                }
+            }
+        }
+        out
+    }
+
+    fn conclude(&mut self, mn: &str, o: &Outstanding, now: Ms, ending: Ending) -> Action {
+        let ledger = &self.ledger;
+        let cn = o.cn();
+        let rec = conclude(mn, o, now, ending, |p| ledger.has(mn, cn, p));
+        self.recovery_log.push_back(rec.clone());
+        while self.recovery_log.len() > RECOVERY_LOG {
+            self.recovery_log.pop_front();
+        }
+        Action::Recovery(rec)
+    }
+
+    /// The allowance of silence for an MN.
+    fn allowance(&self, st: &MnState) -> Ms {
+        let shortest = st.expect.shortest_interval().map_or(HOUR, |s| Ms::from(s) * 1000);
+        ((self.cfg.link.silence_factor * shortest as f64) as Ms).max(minutes(self.cfg.link.silence_floor_minutes))
+    }
+
+    /// Time passes: link rules, parameter-change verdicts, recovery (timeouts and new requests),
+    /// settled daily records, pruning.
+    pub fn tick(&mut self, now: DateTime) -> Vec<Action> {
+        let now = now.to_millis();
+        self.ensure_registry(now);
+        let mut out = Vec::new();
+        let mut alerts = Vec::new();
+        self.rules.tick(&self.cfg, now, &mut alerts);
+        self.failures.tick(now, &self.cfg.link);
+        let allowances: Vec<(String, Ms)> = self.mns.iter().map(|(m, st)| (m.clone(), self.allowance(st))).collect();
+        for (mn, allowance) in allowances {
+            if let Some(st) = self.mns.get_mut(&mn) {
+                alerts.extend(st.link.check(&mn, now, allowance, st.start, &self.cfg.link));
+            }
+        }
+        out.extend(alerts.into_iter().map(Action::Alert));
+        // Recovery.
+        for (mn, o) in self.planner.timed_out(now, &self.cfg.recovery) {
+            out.push(self.conclude(&mn, &o, now, Ending::TimedOut));
+        }
+        if self.cfg.recovery.enabled {
+            self.plan_recovery(now, &mut out);
+        }
+        self.emit_daily(now, &mut out);
+        // Pruning.
+        let keep = Ms::from(self.cfg.accounting.keep_days.max(1)) * DAY;
+        self.ledger.prune((now - keep).div_euclid(DAY) * DAY);
+        self.planner.prune(now - keep);
+        let horizon = now - minutes(self.cfg.comparison.keep_online_hours * 60.0);
+        self.online.retain(|o| o.time.to_millis() >= horizon);
+        out
+    }
+
+    fn ctx<'a>(
+        &self,
+        mn: &'a str,
+        st: &'a MnState,
+        cn: u16,
+        pollutants: &'a [String],
+        grace: Ms,
+    ) -> Option<StreamCtx<'a>> {
+        let (interval, _) = st.expect.interval(cn)?;
+        Some(StreamCtx {
+            mn,
+            cn,
+            interval_ms: Ms::from(interval) * 1000,
+            start: st.start,
+            stops: &st.stops,
+            pollutants,
+            valid_flags: &[],
+            grace,
+        })
+    }
+
+    fn plan_recovery(&mut self, now: Ms, out: &mut Vec<Action>) {
+        let rc = self.cfg.recovery.clone();
+        let order = self.planner.rotate(self.mns.keys().cloned().collect());
+        for mn in order {
+            if !self.planner.global_ok(now, &rc) {
+                break;
+            }
+            let Some(st) = self.mns.get(&mn) else { continue };
+            if !self.planner.mn_ok(now, &mn, &rc) || !st.link.is_connected(now, &self.cfg.link) {
+                continue;
+            }
+            for &cn in &rc.cns {
+                if !st.expect.expected(cn) {
+                    continue;
+                }
+                let Some(ctx) = self.ctx(&mn, st, cn, &[], minutes(rc.grace_minutes)) else { continue };
+                let lookback = if cn == 2051 { rc.minute_lookback_hours } else { rc.hourly_lookback_hours };
+                let missing = self.ledger.missing(&ctx, now - minutes(lookback * 60.0), now, now);
+                let askable = self.planner.askable(now, &mn, cn, missing, &rc);
+                if let Some(message) = self.planner.start(now, &mn, cn, &askable, &rc) {
+                    out.push(Action::Request { mn: mn.clone(), message });
+                    break;
+                }
+            }
+        }
+    }
+
+    fn record(&self, mn: &str, st: &MnState, cn: u16, day: i64, now: Ms) -> Option<DailyRecord> {
+        let pollutants = st.expect.pollutants(cn);
+        let mut ctx = self.ctx(mn, st, cn, &pollutants, minutes(self.cfg.accounting.grace_minutes))?;
+        ctx.valid_flags = &self.cfg.accounting.valid_flags;
+        Some(self.ledger.daily(&ctx, day, now))
+    }
+
+    fn accounted(st: &MnState) -> Vec<u16> {
+        st.expect.expected_cns().into_iter().filter(|cn| ACCOUNTED.contains(cn)).collect()
+    }
+
+    fn emit_daily(&mut self, now: Ms, out: &mut Vec<Action>) {
+        let settled = (now - minutes(self.cfg.accounting.settle_hours * 60.0)).div_euclid(DAY) - 1;
+        let keep = i64::from(self.cfg.accounting.keep_days.max(1));
+        let mut marks = Vec::new();
+        for (mn, st) in &self.mns {
+            for cn in Self::accounted(st) {
+                let key = (mn.clone(), cn);
+                let first = self
+                    .emitted_through
+                    .get(&key)
+                    .map_or_else(|| st.start.div_euclid(DAY).max(settled - keep + 1), |d| d + 1);
+                for day in first..=settled {
+                    if let Some(r) = self.record(mn, st, cn, day, now) {
+                        out.push(Action::Daily(r));
+                    }
+                }
+                if first <= settled {
+                    marks.push((key, settled));
+                }
+            }
+        }
+        self.emitted_through.extend(marks);
+    }
+
+    /// Daily records of one MN (or all), every accounted stream, for the days from `from` to
+    /// `to` (inclusive, civil days), as of `now`. Days before an MN's monitoring start are left out.
+    #[must_use]
+    pub fn daily_records(&self, now: DateTime, mn: Option<&str>, from: DateTime, to: DateTime) -> Vec<DailyRecord> {
+        let now = now.to_millis();
+        let (d0, d1) = (from.to_millis().div_euclid(DAY), to.to_millis().div_euclid(DAY));
+        let mut out = Vec::new();
+        for (m, st) in self.mns.iter().filter(|(m, _)| mn.is_none_or(|x| x == m.as_str())) {
+            for cn in Self::accounted(st) {
+                for day in d0.max(st.start.div_euclid(DAY))..=d1 {
+                    out.extend(self.record(m, st, cn, day, now));
+                }
+            }
+        }
+        out
+    }
+
+    /// Networking status of every known MN (registered or seen): never connected, online,
+    /// silent, offline, and since when.
+    #[must_use]
+    pub fn network_status(&self, now: DateTime) -> Vec<LinkStatus> {
+        let now = now.to_millis();
+        self.mns
+            .iter()
+            .map(|(mn, st)| {
+                let (state, since) = st.link.state(now, self.allowance(st), st.start, &self.cfg.link);
+                LinkStatus {
+                    mn: mn.clone(),
+                    name: st.name.clone(),
+                    registered: st.registered,
+                    state,
+                    since: since.map(dt),
+                    last_seen: st.link.last_rx.map(dt),
+                    connected: st.link.is_connected(now, &self.cfg.link),
+                }
+            })
+            .collect()
+    }
+
+    /// What the engine expects of an MN (empty when unknown).
+    #[must_use]
+    pub fn expectations(&self, mn: &str) -> Vec<Expectation> {
+        self.mns.get(mn).map(|st| st.expect.all()).unwrap_or_default()
+    }
+
+    /// The last finished recovery requests, oldest first (at most 1000).
+    #[must_use]
+    pub fn recovery_records(&self) -> Vec<RecoveryRecord> {
+        self.recovery_log.iter().cloned().collect()
+    }
+
+    /// The online values kept for comparisons (CNs `comparison.online_cns`, `keep_online_hours`).
+    #[must_use]
+    pub fn online_values(&self) -> Vec<OnlineValue> {
+        self.online.iter().cloned().collect()
+    }
+
+    /// Compares laboratory samples with the online values the engine kept.
+    #[must_use]
+    pub fn compare_lab(&self, lab: &[LabSample]) -> ComparisonReport {
+        let online: Vec<OnlineValue> = self
+            .online
+            .iter()
+            .filter(|o| lab.iter().any(|l| l.mn == o.mn && l.pollutant == o.pollutant))
+            .cloned()
+            .collect();
+        compare(lab, &online, &self.cfg.comparison)
+    }
+}
+
+/// Rebuilds expectations from a new registry entry, keeping what was announced or learnt.
+fn rebuild(old: &MnExpect, site: &crate::quality::config::SiteEntry, cfg: &QualityConfig) -> MnExpect {
+    let mut e = MnExpect::new(Some(site), cfg);
+    e.inherit(old);
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use hj212_codec::codes::Command;
+    use hj212_codec::message::DataItem;
+
+    use super::*;
+    use crate::quality::MINUTE;
+    use crate::quality::config::{SiteEntry, StreamSpec};
+    use crate::quality::link::LinkState;
+    use crate::quality::recovery::RecoveryOutcome;
+
+    const T0: Ms = 20_000 * DAY;
+
+    fn hourly(t: Ms, cod: f64) -> Message {
+        Message::Data {
+            cn: Command::HourlyData,
+            data_time: dt(t),
+            items: vec![
+                DataItem {
+                    code: "w01018".into(),
+                    fields: vec![("Avg".into(), cod.to_string()), ("Flag".into(), "N".into())],
+                },
+                // A flow that varies, as real flows do (a constant one would be a flat line).
+                DataItem {
+                    code: "w00000".into(),
+                    fields: vec![
+                        ("Avg".into(), format!("{:.2}", 5.1 + (t / HOUR % 7) as f64 * 0.13)),
+                        ("Flag".into(), "N".into()),
+                    ],
+                },
+            ],
+        }
+    }
+    fn site(mn: &str) -> SiteEntry {
+        SiteEntry {
+            mn: mn.into(),
+            name: format!("site {mn}"),
+            streams: vec![StreamSpec { cn: 2061, interval_s: None }],
+            ..SiteEntry::default()
+        }
+    }
+    fn engine(mns: &[&str]) -> Engine {
+        Engine::new(QualityConfig { sites: mns.iter().map(|m| site(m)).collect(), ..QualityConfig::default() })
+    }
+    fn requests(actions: &[Action]) -> Vec<(String, Message)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request { mn, message } => Some((mn.clone(), message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+    fn alerts(actions: &[Action]) -> Vec<Rule> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Alert(a) => Some(a.rule),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gap_is_requested_recovered_and_accounted() {
+        let mut e = engine(&["A"]);
+        e.tick(dt(T0));
+        e.feed_event(dt(T0), Event::Connected { mn: "A".into() });
+        let mut actions = Vec::new();
+        for h in 0..24 {
+            let arrive = T0 + (h + 1) * HOUR + MINUTE;
+            if h != 5 && h != 6 {
+                actions.extend(e.feed_message(dt(arrive), "A", &hourly(T0 + h * HOUR, 20.0 + h as f64 * 0.7)));
+            }
+            e.feed_message(dt(arrive), "A", &Message::Heartbeat);
+            if h == 7 {
+                // 07:xx: hours 5 and 6 are past their grace → one request for both.
+                let a = e.tick(dt(arrive + 30 * MINUTE));
+                let r = requests(&a);
+                assert_eq!(r.len(), 1, "{a:?}");
+                assert_eq!(
+                    r[0].1,
+                    Message::HistoryRequest {
+                        cn: Command::HourlyData,
+                        begin: dt(T0 + 5 * HOUR),
+                        end: dt(T0 + 6 * HOUR)
+                    }
+                );
+                assert!(requests(&e.tick(dt(arrive + 31 * MINUTE))).is_empty(), "outstanding: no second request");
+                // The DAU answers: 9011, the two records, 9012.
+                let t = arrive + 32 * MINUTE;
+                e.feed_message(dt(t), "A", &Message::RequestAnswer { qn_rtn: QnRtn::Ready });
+                e.feed_message(dt(t), "A", &hourly(T0 + 5 * HOUR, 23.0));
+                e.feed_message(dt(t), "A", &hourly(T0 + 6 * HOUR, 24.0));
+                let done = e.feed_message(dt(t), "A", &Message::ExecutionResult { exe_rtn: ExeRtn::Success });
+                let Some(Action::Recovery(rec)) = done.first() else { panic!("{done:?}") };
+                assert_eq!((rec.outcome, rec.recovered, rec.still_missing), (RecoveryOutcome::Closed, 2, 0));
+            }
+        }
+        assert!(alerts(&actions).is_empty(), "{actions:?}");
+        // The day settles three hours after midnight: one record, complete, 24/24, 2 late.
+        let a = e.tick(dt(T0 + DAY + 3 * HOUR + MINUTE));
+        let daily: Vec<&DailyRecord> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Daily(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(daily.len(), 1, "{a:?}");
+        let d = daily[0];
+        assert_eq!((d.cn, d.expected, d.received, d.valid, d.late, d.complete), (2061, 24, 24, 24, 2, true));
+        assert!(e.tick(dt(T0 + DAY + 4 * HOUR)).iter().all(|a| !matches!(a, Action::Daily(_))), "emitted once");
+        // (The next day's hours 00–02 are missing by then, so a second request went out and timed out.)
+        assert_eq!(e.recovery_records()[0].outcome, RecoveryOutcome::Closed);
+        let recs = e.daily_records(dt(T0 + DAY + 4 * HOUR), Some("A"), dt(T0), dt(T0 + DAY));
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].transmission_rate, Some(1.0));
+    }
+
+    #[test]
+    fn no_request_storm() {
+        let names: Vec<String> = (0..50).map(|i| format!("MN{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut e = engine(&refs);
+        e.tick(dt(T0));
+        for m in &names {
+            e.feed_event(dt(T0), Event::Connected { mn: m.clone() });
+        }
+        // Nobody sent anything for ten hours: everyone has gaps.
+        let t = T0 + 10 * HOUR;
+        let first = requests(&e.tick(dt(t)));
+        assert_eq!(first.len(), 10, "global_per_minute");
+        assert!(requests(&e.tick(dt(t + 10_000))).is_empty(), "still within the minute");
+        let second = requests(&e.tick(dt(t + MINUTE)));
+        assert_eq!(second.len(), 10);
+        assert!(second.iter().all(|(m, _)| !first.iter().any(|(f, _)| f == m)), "round robin, no MN twice");
+        // Outstanding limit: 20 in flight → nothing more until some finish or time out.
+        assert!(requests(&e.tick(dt(t + 2 * MINUTE))).is_empty());
+        // Timeouts finish them; the same MN waits for its spacing and retry delay.
+        let a = e.tick(dt(t + 11 * MINUTE));
+        assert_eq!(
+            a.iter().filter(|a| matches!(a, Action::Recovery(r) if r.outcome == RecoveryOutcome::TimedOut)).count(),
+            20
+        );
+        // A disconnected DAU is never asked.
+        let mut e = engine(&["X"]);
+        e.tick(dt(T0));
+        e.feed_event(dt(T0), Event::Connected { mn: "X".into() });
+        e.feed_event(dt(T0 + MINUTE), Event::Disconnected { mn: "X".into() });
+        assert!(requests(&e.tick(dt(T0 + 10 * HOUR))).is_empty());
+    }
+
+    #[test]
+    fn silent_offline_and_never_connected() {
+        let mut e = engine(&["A", "B", "C"]);
+        e.tick(dt(T0));
+        e.feed_event(dt(T0), Event::Connected { mn: "A".into() });
+        e.feed_event(dt(T0), Event::Connected { mn: "B".into() });
+        // A: hourly data on time for 6 hours → never silent. B: sends once, then nothing.
+        e.feed_message(dt(T0 + MINUTE), "B", &hourly(T0 - HOUR, 20.0));
+        let mut rules = Vec::new();
+        for h in 1..=6 {
+            e.feed_message(dt(T0 + h * HOUR + MINUTE), "A", &hourly(T0 + (h - 1) * HOUR, 20.0 + h as f64));
+            rules.extend(alerts(&e.tick(dt(T0 + h * HOUR + 2 * MINUTE))));
+        }
+        assert_eq!(rules, vec![Rule::SilentDau], "B only, once");
+        let st = e.network_status(dt(T0 + 6 * HOUR));
+        let get = |mn: &str| st.iter().find(|s| s.mn == mn).unwrap().clone();
+        assert_eq!(get("A").state, LinkState::Online);
+        assert_eq!((get("B").state, get("B").since), (LinkState::Silent, Some(dt(T0 + MINUTE))));
+        assert_eq!((get("C").state, get("C").since), (LinkState::NeverConnected, Some(dt(T0))));
+        e.feed_event(dt(T0 + 6 * HOUR), Event::Disconnected { mn: "B".into() });
+        let a = e.tick(dt(T0 + 7 * HOUR));
+        assert_eq!(alerts(&a), vec![Rule::StoppedTransmitting]);
+        assert_eq!(e.network_status(dt(T0 + 7 * HOUR)).iter().find(|s| s.mn == "B").unwrap().state, LinkState::Offline);
+        let text = crate::quality::report::render_network_status(&e.network_status(dt(T0 + 7 * HOUR)));
+        assert!(text.contains("never connected") && text.contains("offline"));
+    }
+
+    #[test]
+    fn announcements_set_expectations_and_comparison_uses_kept_values() {
+        let mut e = Engine::new(QualityConfig::default());
+        e.feed_message(dt(T0), "U", &Message::MinIntervalReply { minutes: 5 });
+        for h in 0..3 {
+            e.feed_message(dt(T0 + (h + 1) * HOUR), "U", &hourly(T0 + h * HOUR, 40.0 + h as f64));
+        }
+        let x = e.expectations("U");
+        assert_eq!(x.len(), 1, "{x:?}");
+        assert_eq!((x[0].cn, x[0].interval_s), (2061, 3600));
+        assert_eq!(x[0].pollutants, vec!["w00000".to_string(), "w01018".to_string()]);
+        let minute = Message::Data {
+            cn: Command::MinuteData,
+            data_time: dt(T0),
+            items: vec![DataItem { code: "w01018".into(), fields: vec![("Avg".into(), "1".into())] }],
+        };
+        e.feed_message(dt(T0 + HOUR), "U", &minute);
+        let x = e.expectations("U");
+        assert_eq!((x[0].cn, x[0].interval_s, x[0].source), (2051, 300, crate::quality::IntervalSource::Announced));
+        let lab =
+            crate::quality::comparison::parse_lab_csv(&format!("U,w01018,{},41.5\n", dt(T0 + HOUR + 10 * MINUTE)))
+                .unwrap();
+        let r = e.compare_lab(&lab);
+        // 41 (01:00) and 42 (02:00) lie within ±60 minutes of 01:10.
+        assert_eq!(r.rows[0].online_value, Some(41.5));
+        assert_eq!(r.rows[0].pass, Some(true));
+    }
+
+    #[test]
+    fn crc_and_calibration_command_events() {
+        let mut e = Engine::new(QualityConfig::default());
+        let n = (0..5)
+            .flat_map(|i| e.feed_event(dt(T0 + i * 1000), Event::CrcFailure { key: "10.0.0.9:5000".into() }))
+            .count();
+        assert_eq!(n, 1);
+        // A slope change preceded by a 3011 sent by the platform: no alert.
+        let info = |v: &str| Message::SiteInfo {
+            data_time: dt(T0),
+            pol_id: Some("w01018".into()),
+            items: vec![hj212_codec::message::InfoItem { code: "i13008".into(), value: v.into() }],
+        };
+        e.feed_message(dt(T0), "A", &info("1.0"));
+        e.feed_event(
+            dt(T0 + MINUTE),
+            Event::CommandSent {
+                mn: "A".into(),
+                message: Message::AnalyzerControl {
+                    cn: Command::Calibrate,
+                    pol_id: "w01018".into(),
+                    calibration_type: None,
+                },
+            },
+        );
+        let changed = Message::SiteInfo {
+            data_time: dt(T0 + 30 * MINUTE),
+            pol_id: Some("w01018".into()),
+            items: vec![hj212_codec::message::InfoItem { code: "i13008".into(), value: "1.2".into() }],
+        };
+        e.feed_message(dt(T0 + 30 * MINUTE), "A", &changed);
+        assert!(!alerts(&e.tick(dt(T0 + 5 * HOUR))).contains(&Rule::UncalibratedParameterChange));
+    }
+}
