@@ -5,7 +5,7 @@
 //! the value.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hj212_codec::crc::CrcVariant;
@@ -58,8 +58,7 @@ struct Window {
 /// The registry plus what is learnt per MN.
 #[derive(Debug)]
 pub struct Registry {
-    entries: HashMap<String, RegistryEntry>,
-    policy: Auth,
+    entries: RwLock<(HashMap<String, RegistryEntry>, Auth)>,
     crc_seen: Mutex<HashMap<String, CrcVariant>>,
     rate: Mutex<HashMap<String, Window>>,
     max_per_minute: u32,
@@ -70,23 +69,46 @@ impl Registry {
     #[must_use]
     pub fn new(entries: &[RegistryEntry], policy: Auth, max_per_minute: u32) -> Self {
         Self {
-            entries: entries.iter().map(|e| (e.mn.clone(), e.clone())).collect(),
-            policy,
+            entries: RwLock::new((entries.iter().map(|e| (e.mn.clone(), e.clone())).collect(), policy)),
             crc_seen: Mutex::default(),
             rate: Mutex::default(),
             max_per_minute,
         }
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, (HashMap<String, RegistryEntry>, Auth)> {
+        self.entries.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the entries and the policy (a reload); what was learnt per MN is kept.
+    ///
+    /// # Errors
+    /// The entries are not valid (see [`crate::config::validate_registry`]); the old ones stay.
+    pub fn replace(&self, entries: &[RegistryEntry], policy: Auth) -> Result<usize, crate::ConfigError> {
+        crate::config::validate_registry(entries)?;
+        let map: HashMap<String, RegistryEntry> = entries.iter().map(|e| (e.mn.clone(), e.clone())).collect();
+        let n = map.len();
+        *self.entries.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (map, policy);
+        Ok(n)
+    }
+
+    /// The password registered for `mn` (used in the requests the platform sends it).
+    #[must_use]
+    pub fn password(&self, mn: &str) -> Option<String> {
+        self.read().0.get(mn).map(|e| e.password.clone())
+    }
+
     /// Checks a frame's MN, password and ST.
     #[must_use]
     pub fn check(&self, mn: &str, pw: Option<&str>, st: &str) -> Verdict {
-        let refuse = |r: Refusal| match self.policy.policy {
+        let guard = self.read();
+        let (entries, policy) = &*guard;
+        let refuse = |r: Refusal| match policy.policy {
             RefusalPolicy::Reject => Verdict::Reject(r),
             RefusalPolicy::Quarantine => Verdict::Quarantine(r),
         };
-        let Some(entry) = self.entries.get(mn) else {
-            return match self.policy.unknown_mn {
+        let Some(entry) = entries.get(mn) else {
+            return match policy.unknown_mn {
                 UnknownMnPolicy::Reject => Verdict::Reject(Refusal::UnknownMn),
                 UnknownMnPolicy::Quarantine => Verdict::Quarantine(Refusal::UnknownMn),
                 UnknownMnPolicy::Accept => Verdict::Accept { code_table: CodeTable::National },
@@ -108,7 +130,7 @@ impl Registry {
     /// The CRC policy to decode a frame from `mn` with (strict mode only; lenient accepts all).
     #[must_use]
     pub fn fixed_crc(&self, mn: &str) -> Option<CrcVariant> {
-        self.entries.get(mn).and_then(RegistryEntry::crc_variant)
+        self.read().0.get(mn).and_then(RegistryEntry::crc_variant)
     }
 
     /// Remembers the CRC variant a site uses; returns the previous one when it changed.
@@ -189,6 +211,16 @@ mod tests {
         );
         assert_eq!(q.check("A", Some("x"), "32"), Verdict::Quarantine(Refusal::WrongPassword));
         assert_eq!(q.check("Z", Some("x"), "32"), Verdict::Quarantine(Refusal::UnknownMn));
+    }
+
+    #[test]
+    fn a_reload_replaces_entries_and_an_invalid_one_keeps_the_old() {
+        let r = Registry::new(&[entry("A", "pw", &[])], Auth::default(), 0);
+        assert_eq!(r.replace(&[entry("B", "pw", &[])], Auth::default()), Ok(1));
+        assert_eq!(r.check("A", Some("pw"), "32"), Verdict::Reject(Refusal::UnknownMn));
+        assert!(matches!(r.check("B", Some("pw"), "32"), Verdict::Accept { .. }));
+        assert!(r.replace(&[entry("C", "", &[])], Auth::default()).is_err());
+        assert!(matches!(r.check("B", Some("pw"), "32"), Verdict::Accept { .. }));
     }
 
     #[test]

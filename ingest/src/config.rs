@@ -60,6 +60,15 @@ pub struct Config {
     /// The packet log.
     #[serde(default)]
     pub packet_log: PacketLog,
+    /// The durable spool for broker outages.
+    #[serde(default)]
+    pub spool: Spool,
+    /// Commands down to the sites.
+    #[serde(default)]
+    pub commands: Commands,
+    /// The Prometheus exporter and health endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The site registry.
     #[serde(default)]
     pub registry: Vec<RegistryEntry>,
@@ -91,6 +100,8 @@ pub struct Limits {
     pub dedup_window_secs: u64,
     /// Seconds a 9014 waits for the broker's acknowledgement.
     pub ack_timeout_secs: u64,
+    /// Seconds a started frame may take to complete (slowloris guard).
+    pub frame_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -103,6 +114,7 @@ impl Default for Limits {
             max_frames_per_minute_per_mn: 600,
             dedup_window_secs: 600,
             ack_timeout_secs: 60,
+            frame_timeout_secs: 60,
         }
     }
 }
@@ -228,6 +240,117 @@ impl Mqtt {
     }
 }
 
+/// When a frame that asks for an answer (Flag A=1) gets its 9014.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AckAfter {
+    /// After the broker's PUBACK.
+    #[default]
+    Puback,
+    /// After the frame is durably in the spool (written and flushed).
+    Spool,
+}
+
+/// What the spool does when it holds `max_bytes` already.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFullPolicy {
+    /// Refuse new frames: those that ask for an answer stay unanswered (the site resends them),
+    /// the others are dropped and counted.
+    #[default]
+    Refuse,
+    /// Delete the oldest spooled messages to make room (they are lost, and counted).
+    DropOldest,
+}
+
+/// The durable spool (sled).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spool {
+    /// The sled directory; empty turns the spool off.
+    pub path: PathBuf,
+    /// The most bytes of messages held.
+    pub max_bytes: u64,
+    /// What happens when the spool is full.
+    pub on_full: SpoolFullPolicy,
+    /// Also spool frames that ask for a 9014 (always true when `ack_after = "spool"`).
+    pub acked_uploads: bool,
+    /// When a 9014 is sent.
+    pub ack_after: AckAfter,
+    /// Spooled messages in the MQTT ledger at once, at most.
+    pub window: usize,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/hj212/ingest-spool"),
+            max_bytes: 1024 * 1024 * 1024,
+            on_full: SpoolFullPolicy::Refuse,
+            acked_uploads: false,
+            ack_after: AckAfter::Puback,
+            window: 1000,
+        }
+    }
+}
+
+impl Spool {
+    /// True when a spool path is set.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        !self.path.as_os_str().is_empty()
+    }
+}
+
+/// Commands down to the sites.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Commands {
+    /// Subscribe to `{prefix}/cmd/+` and forward commands to connected sites.
+    pub enabled: bool,
+    /// Seconds a command may wait for its 9012 before it is reported as timed out.
+    pub timeout_secs: u64,
+    /// Commands waiting for their result per site, at most.
+    pub max_pending_per_site: usize,
+}
+
+impl Default for Commands {
+    fn default() -> Self {
+        Self { enabled: true, timeout_secs: 60, max_pending_per_site: 16 }
+    }
+}
+
+/// The Prometheus exporter and health endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The HTTP address for `/metrics` and `/healthz`; empty turns it off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9213".into() }
+    }
+}
+
+impl MetricsConfig {
+    /// The parsed address, or `None` when off.
+    ///
+    /// # Errors
+    /// The address does not parse.
+    pub fn addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError(format!("metrics.listen = {:?}: {e}", self.listen)))
+    }
+}
+
 /// The packet log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -335,6 +458,9 @@ impl Default for Config {
             auth: Auth::default(),
             mqtt: Mqtt::default(),
             packet_log: PacketLog::default(),
+            spool: Spool::default(),
+            commands: Commands::default(),
+            metrics: MetricsConfig::default(),
             registry: Vec::new(),
         }
     }
@@ -424,6 +550,15 @@ impl Config {
         env!("HJ212_INGEST_MQTT_PASSWORD", |name, v| self.mqtt.password = Some(v.to_string()));
         env!("HJ212_INGEST_MQTT_MAX_UNACKED", |name, v| self.mqtt.max_unacked = parse(name, v)?);
         env!("HJ212_INGEST_PACKET_LOG", |name, v| self.packet_log.path = PathBuf::from(v));
+        env!("HJ212_INGEST_FRAME_TIMEOUT_SECS", |name, v| self.limits.frame_timeout_secs = parse(name, v)?);
+        env!("HJ212_INGEST_SPOOL", |name, v| self.spool.path = PathBuf::from(v));
+        env!("HJ212_INGEST_SPOOL_MAX_BYTES", |name, v| self.spool.max_bytes = parse(name, v)?);
+        env!("HJ212_INGEST_SPOOL_ON_FULL", |name, v| self.spool.on_full = choice(name, v)?);
+        env!("HJ212_INGEST_SPOOL_ACKED_UPLOADS", |name, v| self.spool.acked_uploads = parse(name, v)?);
+        env!("HJ212_INGEST_ACK_AFTER", |name, v| self.spool.ack_after = choice(name, v)?);
+        env!("HJ212_INGEST_COMMANDS", |name, v| self.commands.enabled = parse(name, v)?);
+        env!("HJ212_INGEST_COMMAND_TIMEOUT_SECS", |name, v| self.commands.timeout_secs = parse(name, v)?);
+        env!("HJ212_INGEST_METRICS_LISTEN", |name, v| self.metrics.listen = v.to_string());
         Ok(())
     }
 
@@ -472,8 +607,44 @@ impl Config {
         if self.mqtt.keep_alive_secs < 5 {
             return bad(format!("mqtt.keep_alive_secs = {}: must be at least 5", self.mqtt.keep_alive_secs));
         }
+        if self.limits.frame_timeout_secs == 0 {
+            return bad("limits.frame_timeout_secs must be at least 1".into());
+        }
+        if self.spool.ack_after == AckAfter::Spool && !self.spool.enabled() {
+            return bad("spool.ack_after = \"spool\" needs spool.path".into());
+        }
+        if self.spool.enabled() && self.spool.max_bytes < 64 * 1024 {
+            return bad(format!("spool.max_bytes = {}: must be at least 65536", self.spool.max_bytes));
+        }
+        if self.spool.window == 0 || self.spool.window > self.mqtt.max_unacked {
+            return bad(format!(
+                "spool.window = {}: must be between 1 and mqtt.max_unacked ({})",
+                self.spool.window, self.mqtt.max_unacked
+            ));
+        }
+        if self.commands.timeout_secs == 0 || self.commands.max_pending_per_site == 0 {
+            return bad("commands.timeout_secs and commands.max_pending_per_site must be at least 1".into());
+        }
+        self.metrics.addr()?;
+        validate_registry(&self.registry)
+    }
+
+    /// The MQTT client id.
+    #[must_use]
+    pub fn client_id(&self) -> String {
+        self.mqtt.client_id.clone().unwrap_or_else(|| format!("hj212-ingest-{}", self.instance))
+    }
+}
+
+/// Checks registry entries: MNs usable in topics and unique, passwords set, CRC names known.
+///
+/// # Errors
+/// The first problem found, naming the entry.
+pub fn validate_registry(registry: &[RegistryEntry]) -> Result<(), ConfigError> {
+    let bad = |msg: String| Err(ConfigError(msg));
+    {
         let mut seen = HashSet::new();
-        for (i, e) in self.registry.iter().enumerate() {
+        for (i, e) in registry.iter().enumerate() {
             if e.mn.is_empty() || e.mn.contains(['/', '+', '#', ';', '&']) {
                 return bad(format!(
                     "registry[{i}].mn = {:?}: must be non-empty, without '/', '+', '#', ';' or '&'",
@@ -490,14 +661,8 @@ impl Config {
                 return bad(format!("registry[{i}].crc = {:?}: expected auto, hj212, modbus or modbus-le", e.crc));
             }
         }
-        Ok(())
     }
-
-    /// The MQTT client id.
-    #[must_use]
-    pub fn client_id(&self) -> String {
-        self.mqtt.client_id.clone().unwrap_or_else(|| format!("hj212-ingest-{}", self.instance))
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! * Passwords are never logged: log lines carry the MN and a reason, and the packet log masks them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::answers;
+use crate::commands::{self, PendingMap, SiteLink};
+use crate::config::AckAfter;
+use crate::metrics::Verdict as FrameVerdict;
+use crate::spool::{Spool, Wait};
 use crate::auth::{Registry, Verdict};
 use crate::config::{Config, DecodeMode};
 use crate::dedup::{Dedup, Key, Seen};
@@ -46,7 +51,7 @@ pub struct Shared {
     /// The configuration.
     pub config: Arc<Config>,
     /// Sites and what is learnt about them.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The MQTT ledger.
     pub ledger: Ledger,
     /// Recently seen frames.
@@ -63,6 +68,12 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Open connections.
     pub active: AtomicUsize,
+    /// The spool, when configured.
+    pub spool: Option<Arc<Spool>>,
+    /// Connected sites by MN, for commands down.
+    pub(crate) sites: Mutex<HashMap<String, SiteLink>>,
+    /// Numbers connections.
+    pub next_conn_id: AtomicU64,
 }
 
 /// The time now, in milliseconds since 1970 (UTC).
@@ -97,10 +108,12 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         Metrics::inc(&shared.metrics.counters.connections_accepted);
+        Metrics::set(&shared.metrics.gauges.connections_open, shared.active.load(Ordering::Acquire) as u64);
         let shared2 = shared.clone();
         shared.tracker.spawn(async move {
             serve(stream, peer, &shared2).await;
-            shared2.active.fetch_sub(1, Ordering::AcqRel);
+            let open = shared2.active.fetch_sub(1, Ordering::AcqRel) - 1;
+            Metrics::set(&shared2.metrics.gauges.connections_open, open as u64);
         });
     }
     tracing::debug!(listener = ?local, "Listener stopped.");
@@ -108,17 +121,23 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// One frame to write, with what to report once it is written.
 #[derive(Debug)]
-struct Outgoing {
-    frame: Vec<u8>,
-    mn: String,
-    cn: u16,
-    qn: Option<String>,
+pub(crate) struct Outgoing {
+    pub(crate) frame: Vec<u8>,
+    pub(crate) mn: String,
+    pub(crate) cn: u16,
+    pub(crate) qn: Option<String>,
+    /// When the frame this answers arrived (for the ack-latency histogram).
+    pub(crate) received: Option<Instant>,
 }
 
 struct Conn<'s> {
     shared: &'s Arc<Shared>,
     peer: Arc<str>,
     tx: mpsc::UnboundedSender<Outgoing>,
+    id: u64,
+    pending: PendingMap,
+    /// The MN this connection is registered for commands under.
+    site: Mutex<Option<String>>,
 }
 
 async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
@@ -137,6 +156,9 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
                 break;
             }
             writer_shared.packet_log.record(now_ms(), Direction::Out, &writer_peer, &out.frame, false);
+            if let (9014, Some(t)) = (out.cn, out.received) {
+                writer_shared.metrics.ack_latency.observe(t.elapsed());
+            }
             Metrics::inc(&writer_shared.metrics.counters.answers_sent);
             writer_shared.metrics.emit(Event::AnswerSent { mn: out.mn, cn: out.cn, qn: out.qn });
         }
@@ -149,7 +171,10 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     let mut buf = vec![0u8; 8192];
     let mut total: u64 = 0;
     let mut garbage_run: usize = 0;
-    let conn = Conn { shared, peer: peer.clone(), tx };
+    let frame_limit = Duration::from_secs(limits.frame_timeout_secs);
+    let mut partial_since: Option<Instant> = None;
+    let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let conn = Conn { shared, peer: peer.clone(), tx, id, pending: PendingMap::default(), site: Mutex::new(None) };
     tracing::debug!(peer = %peer, "Connection opened.");
     loop {
         let read = tokio::select! {
@@ -189,6 +214,13 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
                 }
             }
         }
+        if deframer.buffered() == 0 {
+            partial_since = None;
+        } else if partial_since.get_or_insert_with(Instant::now).elapsed() > frame_limit {
+            Metrics::inc(&shared.metrics.counters.connections_frame_timeout);
+            tracing::warn!(peer = %peer, buffered = deframer.buffered(), "Closing a connection whose frame did not complete in time.");
+            break;
+        }
         if garbage_run > limits.max_garbage_bytes {
             Metrics::inc(&shared.metrics.counters.connections_garbage_closed);
             tracing::warn!(peer = %peer, skipped = garbage_run, "Closing a connection that sends no frames.");
@@ -206,11 +238,82 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     }
 }
 
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        let site = self.site.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mn) = site {
+            let mut sites = self.shared.sites.lock().unwrap_or_else(PoisonError::into_inner);
+            if sites.get(&mn).is_some_and(|l| l.conn_id == self.id) {
+                sites.remove(&mn);
+            }
+            drop(sites);
+            commands::connection_closed(self.shared, &mn, &self.pending);
+        }
+    }
+}
+
 impl Conn<'_> {
+    /// Makes this connection the way to reach `mn` for commands.
+    fn register(&self, packet: &Packet<'_>, mn: &str) {
+        let shared = self.shared;
+        if !shared.config.commands.enabled || mn.is_empty() {
+            return;
+        }
+        let mut site = self.site.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sites = shared.sites.lock().unwrap_or_else(PoisonError::into_inner);
+        let st = packet.st();
+        match sites.get_mut(mn) {
+            Some(link) if link.conn_id == self.id => {
+                if st != answers::ST_INTERACTION && link.st != st {
+                    link.st = st.to_string();
+                }
+                return;
+            }
+            _ => {}
+        }
+        if st == answers::ST_INTERACTION && sites.contains_key(mn) {
+            return;
+        }
+        sites.insert(
+            mn.to_string(),
+            SiteLink {
+                conn_id: self.id,
+                tx: self.tx.clone(),
+                pending: self.pending.clone(),
+                st: if st == answers::ST_INTERACTION { "32".to_string() } else { st.to_string() },
+                version: packet.version(),
+                crc: shared.registry.crc_for(mn),
+            },
+        );
+        if let Some(old) = site.replace(mn.to_string()) {
+            if old != mn && sites.get(&old).is_some_and(|l| l.conn_id == self.id) {
+                sites.remove(&old);
+            }
+        }
+    }
+
+    /// Publishes directly or through the spool, as configured.
+    fn deliver(&self, topic: &str, body: Vec<u8>, qn: Option<String>, wants_ack: bool) -> Result<Delivery, String> {
+        let shared = self.shared;
+        let cfg = &shared.config.spool;
+        match &shared.spool {
+            Some(spool) if !wants_ack || cfg.acked_uploads || cfg.ack_after == AckAfter::Spool => {
+                let wait = match (wants_ack, cfg.ack_after) {
+                    (false, _) => Wait::Nothing,
+                    (true, AckAfter::Spool) => Wait::Flush,
+                    (true, AckAfter::Puback) => Wait::Puback,
+                };
+                spool.append(topic, qn.as_deref(), &body, wait).map_err(|e| e.to_string())
+            }
+            _ => shared.ledger.publish(topic.to_string(), body, false, qn).map_err(|e| e.to_string()),
+        }
+    }
+
     fn handle_frame(&self, frame: RawFrame<'_>) {
         let shared = self.shared;
         let metrics = &shared.metrics;
         let received_ms = now_ms();
+        let received = Instant::now();
         Metrics::inc(&metrics.counters.frames_in);
         let mut decoded = Decoded::new(frame, DecodeOptions::LENIENT);
         if shared.config.decode.mode == DecodeMode::Strict {
@@ -223,6 +326,7 @@ impl Conn<'_> {
             Ok(p) => p,
             Err(error) => {
                 Metrics::inc(&metrics.counters.frames_invalid);
+                metrics.count_frame(decoded.packet.as_ref().ok().map(Packet::cn), FrameVerdict::Invalid);
                 tracing::warn!(peer = %self.peer, %error, "Refused an invalid frame.");
                 return;
             }
@@ -236,6 +340,7 @@ impl Conn<'_> {
         }
         if !shared.registry.allow_rate(mn, Instant::now()) {
             Metrics::inc(&metrics.counters.frames_rate_limited);
+            metrics.count_frame(Some(packet.cn()), FrameVerdict::RateLimited);
             tracing::warn!(peer = %self.peer, mn, "Dropped a frame over the per-MN rate limit.");
             return;
         }
@@ -243,12 +348,16 @@ impl Conn<'_> {
             Verdict::Accept { code_table } => code_table,
             Verdict::Reject(reason) => {
                 Metrics::inc(&metrics.counters.auth_refused);
+                metrics.count_frame(Some(packet.cn()), FrameVerdict::AuthRefused);
+                metrics.count_auth_failure(reason.name());
                 tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Refused a frame.");
                 metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
                 return;
             }
             Verdict::Quarantine(reason) => {
                 Metrics::inc(&metrics.counters.auth_refused);
+                metrics.count_frame(Some(packet.cn()), FrameVerdict::AuthRefused);
+                metrics.count_auth_failure(reason.name());
                 Metrics::inc(&metrics.counters.quarantined);
                 tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Quarantined a frame.");
                 metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
@@ -263,8 +372,13 @@ impl Conn<'_> {
             }
         };
 
+        self.register(&packet, mn);
         let ctx = payload::Context { received_ms, peer: &self.peer, code_table };
-        let body = payload::build(&decoded, &packet, &ctx).to_string().into_bytes();
+        let value = payload::build(&decoded, &packet, &ctx);
+        if shared.config.commands.enabled {
+            commands::match_reply(shared, &self.pending, &packet, &value);
+        }
+        let body = value.to_string().into_bytes();
         let topic = format!("{}/{}/{}", shared.config.mqtt.prefix, topic_segment(mn), packet.cn_str());
         let command = Command::from_value(packet.cn());
         let qn = packet.qn().map(str::to_string);
@@ -274,17 +388,21 @@ impl Conn<'_> {
             qn: qn.clone(),
             data_time: packet.cp().get("DataTime").map(str::to_string),
         };
-        let seen = shared
-            .dedup
-            .check(Some(key), Instant::now(), || shared.ledger.publish(topic.clone(), body, false, qn.clone()));
+        let wants_ack = packet.wants_ack();
+        let seen = shared.dedup.check(Some(key), Instant::now(), || self.deliver(&topic, body, qn.clone(), wants_ack));
         let delivery = match seen {
-            Ok(Seen::New(d)) => d,
+            Ok(Seen::New(d)) => {
+                metrics.count_frame(Some(packet.cn()), FrameVerdict::Accepted);
+                d
+            }
             Ok(Seen::Duplicate(d)) => {
+                metrics.count_frame(Some(packet.cn()), FrameVerdict::Duplicate);
                 Metrics::inc(&metrics.counters.duplicates);
                 tracing::debug!(mn, cn = packet.cn(), qn = ?qn, "Duplicate frame; not published again.");
                 d
             }
             Err(error) => {
+                metrics.count_frame(Some(packet.cn()), FrameVerdict::NotAccepted);
                 tracing::warn!(mn, %error, "Frame not accepted; it stays unanswered.");
                 return;
             }
@@ -323,20 +441,21 @@ impl Conn<'_> {
             self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
             return;
         }
-        self.send_after(delivery, &packet, answers::answer(&packet, 9014, crc));
+        self.send_after(delivery, &packet, answers::answer(&packet, 9014, crc), received);
     }
 
     fn send_now(&self, frame: Vec<u8>, mn: &str, cn: u16, qn: Option<&str>) {
-        let _ = self.tx.send(Outgoing { frame, mn: mn.to_string(), cn, qn: qn.map(str::to_string) });
+        let _ = self.tx.send(Outgoing { frame, mn: mn.to_string(), cn, qn: qn.map(str::to_string), received: None });
     }
 
     /// Queues a 9014 for when `delivery` turns true.
-    fn send_after(&self, mut delivery: Delivery, packet: &Packet<'_>, frame: Vec<u8>) {
+    fn send_after(&self, mut delivery: Delivery, packet: &Packet<'_>, frame: Vec<u8>, received: Instant) {
         let out = Outgoing {
             frame,
             mn: packet.mn().unwrap_or("").to_string(),
             cn: 9014,
             qn: packet.reference_qn().map(str::to_string),
+            received: Some(received),
         };
         if *delivery.borrow() {
             let _ = self.tx.send(out);
@@ -360,7 +479,7 @@ impl Conn<'_> {
 }
 
 /// An MN as one topic level: MQTT wildcards and separators replaced by `_`.
-fn topic_segment(mn: &str) -> String {
+pub(crate) fn topic_segment(mn: &str) -> String {
     if mn.is_empty() {
         return "_".into();
     }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Event, Metrics};
@@ -54,6 +54,8 @@ struct Entry {
     qn: Option<String>,
     done: watch::Sender<bool>,
     sends: u32,
+    /// A copy is held durably elsewhere (the spool): shutdown need not wait for it.
+    spooled: bool,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +88,18 @@ pub struct Settings {
     pub max_unacked: usize,
     /// Retained status topic; "online" is published on every connect, "offline" is the will.
     pub status_topic: String,
+    /// Topic filters subscribed to (at QoS 1) after every connect; what arrives on them is
+    /// passed on through the receiver [`Ledger::new`] returns.
+    pub subscribe: Vec<String>,
+}
+
+/// A message that arrived on one of the subscribed topics.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Vec<u8>,
 }
 
 /// The publishing side of the ledger; cheap to clone.
@@ -96,12 +110,14 @@ pub struct Ledger {
     metrics: Arc<Metrics>,
     max_unacked: usize,
     status_topic: String,
+    subscribe: Arc<[String]>,
 }
 
 /// The polling side: owns the rumqttc event loop.
 pub struct Driver {
     ledger: Ledger,
     eventloop: EventLoop,
+    received: mpsc::Sender<Received>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -111,9 +127,10 @@ impl std::fmt::Debug for Driver {
 }
 
 impl Ledger {
-    /// Creates the ledger and its driver; run [`Driver::run`] in a task.
+    /// Creates the ledger and its driver (run [`Driver::run`] in a task), and the receiver of
+    /// messages on the subscribed topics.
     #[must_use]
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> (Self, Driver) {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> (Self, Driver, mpsc::Receiver<Received>) {
         let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
         options.set_keep_alive(settings.keep_alive);
         options.set_clean_session(true);
@@ -130,8 +147,10 @@ impl Ledger {
             metrics,
             max_unacked: settings.max_unacked,
             status_topic: settings.status_topic.clone(),
+            subscribe: settings.subscribe.clone().into(),
         };
-        (ledger.clone(), Driver { ledger, eventloop })
+        let (received, rx) = mpsc::channel(256);
+        (ledger.clone(), Driver { ledger, eventloop, received }, rx)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -149,6 +168,26 @@ impl Ledger {
         retain: bool,
         qn: Option<String>,
     ) -> Result<Delivery, LedgerFull> {
+        self.publish_entry(topic, payload, retain, qn, false)
+    }
+
+    /// As [`Ledger::publish`], for a message the spool holds durably: [`Ledger::drain`] does not
+    /// wait for it at shutdown.
+    ///
+    /// # Errors
+    /// As for [`Ledger::publish`].
+    pub fn publish_spooled(&self, topic: String, payload: Vec<u8>, qn: Option<String>) -> Result<Delivery, LedgerFull> {
+        self.publish_entry(topic, payload, false, qn, true)
+    }
+
+    fn publish_entry(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+        qn: Option<String>,
+        spooled: bool,
+    ) -> Result<Delivery, LedgerFull> {
         let mut state = self.lock();
         if state.closed || state.entries.len() >= self.max_unacked {
             Metrics::inc(&self.metrics.counters.mqtt_ledger_full);
@@ -157,7 +196,8 @@ impl Ledger {
         let (done, delivery) = watch::channel(false);
         let id = state.next_id;
         state.next_id += 1;
-        state.entries.insert(id, Entry { topic, payload, retain, qn, done, sends: 0 });
+        state.entries.insert(id, Entry { topic, payload, retain, qn, done, sends: 0, spooled });
+        Metrics::set(&self.metrics.gauges.mqtt_unacked, state.entries.len() as u64);
         Metrics::inc(&self.metrics.counters.mqtt_published);
         if state.connected {
             self.send(&mut state, id);
@@ -193,11 +233,12 @@ impl Ledger {
         self.lock().connected
     }
 
-    /// Waits until every message is acknowledged, or `limit` passes; true when empty.
+    /// Waits until every message not held by the spool is acknowledged, or `limit` passes;
+    /// true when none is left.
     pub async fn drain(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if self.unacked() == 0 {
+            if self.lock().entries.values().all(|e| e.spooled) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -234,6 +275,13 @@ impl Driver {
                     self.on_connack();
                 }
                 Ok(MqttEvent::Incoming(Incoming::PubAck(ack))) => self.on_puback(ack.pkid),
+                Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
+                    let r = Received { topic: p.topic.clone(), payload: p.payload.to_vec() };
+                    if self.received.try_send(r).is_err() {
+                        Metrics::inc(&self.ledger.metrics.counters.commands_failed);
+                        tracing::warn!(topic = %p.topic, "Dropped an incoming MQTT message: too many waiting.");
+                    }
+                }
                 Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => self.on_outgoing(pkid, false),
                 Ok(MqttEvent::Outgoing(Outgoing::AwaitAck(pkid))) => self.on_outgoing(pkid, true),
                 Ok(MqttEvent::Incoming(Incoming::Disconnect)) => tracing::warn!("The MQTT broker sent DISCONNECT."),
@@ -262,6 +310,12 @@ impl Driver {
         let ledger = self.ledger.clone();
         let mut state = ledger.lock();
         state.connected = true;
+        Metrics::set(&ledger.metrics.gauges.mqtt_connected, 1);
+        for filter in ledger.subscribe.iter() {
+            if let Err(error) = ledger.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                tracing::warn!(%error, filter = %filter, "Could not subscribe.");
+            }
+        }
         state.fifo.clear();
         state.by_pkid.clear();
         state.collided = None;
@@ -273,7 +327,7 @@ impl Driver {
             let topic = ledger.status_topic.clone();
             state
                 .entries
-                .insert(id, Entry { topic, payload: b"online".to_vec(), retain: true, qn: None, done, sends: 0 });
+                .insert(id, Entry { topic, payload: b"online".to_vec(), retain: true, qn: None, done, sends: 0, spooled: false });
             Metrics::inc(&ledger.metrics.counters.mqtt_published);
             ledger.send(&mut state, id);
         }
@@ -314,6 +368,7 @@ impl Driver {
             return;
         };
         if let Some(entry) = state.entries.remove(&id) {
+            Metrics::set(&self.ledger.metrics.gauges.mqtt_unacked, state.entries.len() as u64);
             drop(state);
             Metrics::inc(&self.ledger.metrics.counters.mqtt_acked);
             self.ledger.metrics.emit(Event::Acked { topic: entry.topic, qn: entry.qn });
@@ -327,6 +382,7 @@ impl Driver {
             let mut state = self.ledger.lock();
             let was = state.connected;
             state.connected = false;
+            Metrics::set(&self.ledger.metrics.gauges.mqtt_connected, 0);
             state.fifo.clear();
             state.by_pkid.clear();
             state.collided = None;

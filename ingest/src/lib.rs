@@ -15,19 +15,25 @@
 //! * [`answers`]: the platform's answers (one small module, to be replaced by the codec's
 //!   exchange machine);
 //! * [`ledger`]: MQTT publishing with delivery tracking and republish after reconnect;
+//! * [`spool`]: the durable sled spool in front of the ledger (broker outages, restarts);
+//! * [`commands`]: commands down from `{prefix}/cmd/{mn}` and their replies;
+//! * `http`: the Prometheus `/metrics` and `/healthz` endpoint;
 //! * [`auth`], [`dedup`], [`payload`], [`metrics`], [`broker`] (the embedded rumqttd), `packet_log`.
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
 pub mod answers;
 pub mod auth;
 pub mod broker;
+pub mod commands;
 pub mod config;
 mod conn;
 pub mod dedup;
+mod http;
 pub mod ledger;
 pub mod metrics;
 mod packet_log;
 pub mod payload;
+pub mod spool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +54,9 @@ pub struct Handle {
     listen_addrs: Vec<SocketAddr>,
     mqtt_addr: (String, u16),
     metrics: Arc<Metrics>,
+    metrics_addr: Option<SocketAddr>,
     ledger: ledger::Ledger,
+    registry: Arc<auth::Registry>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -77,6 +85,27 @@ impl Handle {
         self.metrics.subscribe()
     }
 
+    /// The address of the `/metrics` and `/healthz` endpoint, when enabled.
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Replaces the site registry and the authentication policy with those of `config` (a
+    /// reload, as on SIGHUP); what was learnt per site (CRC variant, rate) is kept.
+    ///
+    /// # Errors
+    /// The new registry is not valid; the old one stays in force.
+    pub fn reload_registry(&self, config: &Config) -> Result<usize, ConfigError> {
+        self.reloader().reload(config)
+    }
+
+    /// A handle that reloads the registry, usable after [`Handle::wait`] took the handle.
+    #[must_use]
+    pub fn reloader(&self) -> Reloader {
+        Reloader { registry: self.registry.clone(), metrics: self.metrics.clone() }
+    }
+
     /// True while the MQTT connection is up.
     #[must_use]
     pub fn mqtt_connected(&self) -> bool {
@@ -89,6 +118,40 @@ impl Handle {
     /// Shutdown did not finish within `shutdown_timeout_secs`, or a task failed.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.done.await.context("the supervisor task failed")?
+    }
+}
+
+/// Reloads the site registry of a running daemon (see [`Handle::reload_registry`]).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    registry: Arc<auth::Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reloader {
+    /// Records a reload that could not even read its configuration (logged and counted).
+    pub fn reload_failed(&self, error: &ConfigError) {
+        Metrics::inc(&self.metrics.counters.registry_reload_errors);
+        tracing::error!(error = %error, "Configuration not reloaded; the old registry stays in force.");
+    }
+
+    /// Replaces the registry and authentication policy with those of `config`.
+    ///
+    /// # Errors
+    /// The new registry is not valid; the old one stays in force (logged and counted).
+    pub fn reload(&self, config: &Config) -> Result<usize, ConfigError> {
+        match self.registry.replace(&config.registry, config.auth.clone()) {
+            Ok(n) => {
+                Metrics::inc(&self.metrics.counters.registry_reloads);
+                tracing::info!(sites = n, "Site registry reloaded.");
+                Ok(n)
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.counters.registry_reload_errors);
+                tracing::error!(error = %e, "Site registry not reloaded; the old one stays in force.");
+                Err(e)
+            }
+        }
     }
 }
 
@@ -131,8 +194,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
         max_unacked: config.mqtt.max_unacked,
         status_topic: format!("{}/status/{}", config.mqtt.prefix, config.instance),
+        subscribe: if config.commands.enabled { vec![format!("{}/cmd/+", config.mqtt.prefix)] } else { Vec::new() },
     };
-    let (ledger, driver) = ledger::Ledger::new(&settings, metrics.clone());
+    let spool = if config.spool.enabled() {
+        let s = &config.spool;
+        let spool = spool::Spool::open(&s.path, s.max_bytes, s.on_full, metrics.clone())
+            .with_context(|| format!("cannot open the spool {}", s.path.display()))?;
+        Some(Arc::new(spool))
+    } else {
+        None
+    };
+    let (ledger, driver, received) = ledger::Ledger::new(&settings, metrics.clone());
     let mqtt_stop = CancellationToken::new();
     let driver_task = tokio::spawn(driver.run(mqtt_stop.clone()));
 
@@ -142,13 +214,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         listeners.push(listener);
     }
     let listen_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let http_listener = match config.metrics.addr()? {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?)
+        }
+        None => None,
+    };
+    let metrics_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = http_listener {
+        tokio::spawn(http::serve(l, metrics.clone(), mqtt_stop.clone()));
+    }
+    let spool_stop = CancellationToken::new();
+    let spool_hard_stop = CancellationToken::new();
+    let spool_tracker = TaskTracker::new();
+    if let Some(spool) = &spool {
+        spool.spawn(ledger.clone(), config.spool.window, &spool_tracker, spool_stop.clone(), spool_hard_stop.clone());
+    }
+    let registry = Arc::new(auth::Registry::new(
+        &config.registry,
+        config.auth.clone(),
+        config.limits.max_frames_per_minute_per_mn,
+    ));
 
     let shared = Arc::new(conn::Shared {
-        registry: auth::Registry::new(
-            &config.registry,
-            config.auth.clone(),
-            config.limits.max_frames_per_minute_per_mn,
-        ),
+        registry: registry.clone(),
         ledger: ledger.clone(),
         dedup: dedup::Dedup::new(Duration::from_secs(config.limits.dedup_window_secs), 100_000),
         metrics: metrics.clone(),
@@ -158,18 +247,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown: shutdown.clone(),
         active: AtomicUsize::new(0),
         config: config.clone(),
+        spool: spool.clone(),
+        sites: std::sync::Mutex::default(),
+        next_conn_id: std::sync::atomic::AtomicU64::new(0),
     });
     let listener_tracker = TaskTracker::new();
     for listener in listeners {
         listener_tracker.spawn(conn::accept_loop(listener, shared.clone()));
     }
+    listener_tracker.spawn(commands::run(received, shared.clone()));
     listener_tracker.close();
+    Metrics::set(&metrics.gauges.listeners_bound, 1);
     tracing::info!(listeners = ?listen_addrs, mqtt = %format!("{}:{}", mqtt_addr.0, mqtt_addr.1), embedded = config.mqtt.embedded(), "hj212-ingest is ready.");
     if config.registry.is_empty() && config.auth.unknown_mn != config::UnknownMnPolicy::Accept {
         tracing::warn!("The site registry is empty: every frame will be refused.");
     }
 
     let supervisor_ledger = ledger.clone();
+    let supervisor_metrics = metrics.clone();
     let done = tokio::spawn(async move {
         shutdown.cancelled().await;
         let limit = Duration::from_secs(config.shutdown_timeout_secs);
@@ -181,6 +276,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             drop(shared);
             tracker.close();
             tracker.wait().await;
+            spool_stop.cancel();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if !supervisor_ledger.drain(left).await {
                 tracing::warn!(unacked = supervisor_ledger.unacked(), "Unacknowledged MQTT messages at shutdown.");
@@ -189,6 +285,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             supervisor_ledger.close(left.min(Duration::from_secs(2))).await;
         };
         let result = tokio::time::timeout_at(deadline, graceful).await;
+        spool_stop.cancel();
+        spool_hard_stop.cancel();
+        spool_tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), spool_tracker.wait()).await;
+        if let Some(spool) = spool {
+            if let Err(error) = spool.flush() {
+                tracing::error!(%error, "Spool flush at shutdown failed.");
+            }
+            tracing::info!(messages = spool.depth(), "Spool closed.");
+        }
+        Metrics::set(&supervisor_metrics.gauges.listeners_bound, 0);
         mqtt_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), driver_task).await;
         if let Some(task) = log_task {
@@ -206,5 +313,5 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
 
-    Ok(Handle { listen_addrs, mqtt_addr, metrics, ledger, done })
+    Ok(Handle { listen_addrs, mqtt_addr, metrics, metrics_addr, ledger, registry, done })
 }

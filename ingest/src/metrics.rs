@@ -1,12 +1,16 @@
 //! Counters and the event stream.
 //!
-//! Counters are plain atomics, read with [`Metrics::snapshot`]; no exporter is wired up yet.
+//! Counters and gauges are plain atomics, read with [`Metrics::snapshot`] and exported in the
+//! Prometheus text format by [`Metrics::render_prometheus`] (served by `crate::http`).
+//! Labelled counters (frames by CN and verdict, auth failures by reason) live in small maps whose
+//! size is bounded, so hostile input cannot grow them without limit.
 //! [`Event`]s are broadcast to whoever subscribes ([`crate::Handle::events`]): a trace of what
 //! the daemon did, in order, used by the tests to check that a 9014 is written only after the
 //! broker's acknowledgement. Sending an event without subscribers costs one failed send.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use hj212_codec::Deviations;
 use tokio::sync::broadcast;
@@ -70,20 +74,160 @@ counters! {
     answers_timed_out,
     /// Packet-log lines dropped because the writer fell behind or failed.
     packet_log_dropped,
+    /// Connections closed because a started frame did not complete in time.
+    connections_frame_timeout,
+    /// Messages written to the spool.
+    spool_written,
+    /// Spooled messages acknowledged by the broker and removed from the spool.
+    spool_forwarded,
+    /// Messages found in the spool at start, to be replayed.
+    spool_recovered,
+    /// Frames refused because the spool was full (policy `refuse`).
+    spool_refused,
+    /// Spooled messages deleted to make room (policy `drop_oldest`).
+    spool_dropped,
+    /// Spool write or flush errors (a full disk, for one).
+    spool_errors,
+    /// Commands received on the command topic.
+    commands_received,
+    /// Commands sent to a site.
+    commands_sent,
+    /// Commands refused (bad JSON, site not connected, too many pending) or timed out.
+    commands_failed,
+    /// Auth-registry reloads applied.
+    registry_reloads,
+    /// Auth-registry reloads refused (the old registry stays).
+    registry_reload_errors,
 }
+
+macro_rules! gauges {
+    ($( $(#[$m:meta])* $name:ident ),* $(,)?) => {
+        /// The daemon's gauges (values that go up and down).
+        #[derive(Debug, Default)]
+        pub struct Gauges {
+            $( $(#[$m])* pub $name: AtomicU64, )*
+        }
+
+        impl Gauges {
+            fn each(&self, mut f: impl FnMut(&'static str, u64)) {
+                $( f(stringify!($name), self.$name.load(Ordering::Relaxed)); )*
+            }
+        }
+    };
+}
+
+gauges! {
+    /// Open site connections.
+    connections_open,
+    /// 1 once every listener is bound.
+    listeners_bound,
+    /// 1 while the MQTT connection is up.
+    mqtt_connected,
+    /// Messages in the MQTT ledger waiting for their PUBACK.
+    mqtt_unacked,
+    /// 1 when a spool is configured.
+    spool_enabled,
+    /// 1 while the spool accepts writes (configured, not full, last write succeeded).
+    spool_available,
+    /// Messages in the spool.
+    spool_depth,
+    /// Bytes of messages in the spool.
+    spool_bytes,
+}
+
+/// Upper bounds, in seconds, of the ack-latency histogram buckets.
+pub const ACK_LATENCY_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A histogram of frame-to-answer latencies.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; ACK_LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, b) in ACK_LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The verdict on one frame, a label of `frames_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// Published (or spooled) and, if asked, answered.
+    Accepted,
+    /// A duplicate of a recent frame.
+    Duplicate,
+    /// Refused by the decoder.
+    Invalid,
+    /// Refused by authentication.
+    AuthRefused,
+    /// Dropped by the per-MN rate limit.
+    RateLimited,
+    /// Not accepted: the ledger or the spool was full, or the spool failed.
+    NotAccepted,
+}
+
+impl Verdict {
+    /// The label value.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Invalid => "invalid",
+            Self::AuthRefused => "auth_refused",
+            Self::RateLimited => "rate_limited",
+            Self::NotAccepted => "not_accepted",
+        }
+    }
+}
+
+/// Distinct CN values tracked per verdict; further ones are counted under `cn="other"`.
+const MAX_CN_LABELS: usize = 256;
 
 /// Counters plus the per-deviation counts.
 #[derive(Debug)]
 pub struct Metrics {
     /// The named counters.
     pub counters: Counters,
+    /// The gauges.
+    pub gauges: Gauges,
+    /// Frame to 9014 latency.
+    pub ack_latency: Histogram,
     deviations: [AtomicU64; 16],
+    frames: Mutex<BTreeMap<(Option<u16>, Verdict), u64>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     events: broadcast::Sender<Event>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self { counters: Counters::default(), deviations: Default::default(), events: broadcast::channel(1024).0 }
+        Self {
+            counters: Counters::default(),
+            gauges: Gauges::default(),
+            ack_latency: Histogram::default(),
+            deviations: Default::default(),
+            frames: Mutex::default(),
+            auth_failures: Mutex::default(),
+            events: broadcast::channel(1024).0,
+        }
     }
 }
 
@@ -114,6 +258,13 @@ pub enum Event {
         /// The QN it answers (or its own QN for a 1012).
         qn: Option<String>,
     },
+    /// A message was written to the spool.
+    Spooled {
+        /// The topic.
+        topic: String,
+        /// The QN of the frame it carries, if any.
+        qn: Option<String>,
+    },
     /// A frame was refused by authentication.
     AuthRefused {
         /// The MN the frame claimed.
@@ -124,6 +275,86 @@ pub enum Event {
 }
 
 impl Metrics {
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Counts one frame by CN (`None` when it could not be read) and verdict.
+    pub fn count_frame(&self, cn: Option<u16>, verdict: Verdict) {
+        let mut frames = self.frames.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = if frames.len() >= MAX_CN_LABELS && !frames.contains_key(&(cn, verdict)) {
+            (None, verdict)
+        } else {
+            (cn, verdict)
+        };
+        *frames.entry(key).or_insert(0) += 1;
+    }
+
+    /// Counts one authentication failure by reason.
+    pub fn count_auth_failure(&self, reason: &'static str) {
+        *self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).entry(reason).or_insert(0) += 1;
+    }
+
+    /// Frames counted with this CN and verdict.
+    #[must_use]
+    pub fn frames(&self, cn: Option<u16>, verdict: Verdict) -> u64 {
+        self.frames.lock().unwrap_or_else(PoisonError::into_inner).get(&(cn, verdict)).copied().unwrap_or(0)
+    }
+
+    /// True when `/healthz` reports healthy: listeners bound, and the broker connected or the
+    /// spool available.
+    #[must_use]
+    pub fn healthy(&self) -> bool {
+        let g = &self.gauges;
+        g.listeners_bound.load(Ordering::Relaxed) == 1
+            && (g.mqtt_connected.load(Ordering::Relaxed) == 1 || g.spool_available.load(Ordering::Relaxed) == 1)
+    }
+
+    /// Everything in the Prometheus text exposition format (version 0.0.4), names prefixed
+    /// `hj212_ingest_`.
+    #[must_use]
+    pub fn render_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(8192);
+        self.counters.each(|name, v| {
+            let _ = writeln!(out, "# TYPE hj212_ingest_{name}_total counter\nhj212_ingest_{name}_total {v}");
+        });
+        self.gauges.each(|name, v| {
+            let _ = writeln!(out, "# TYPE hj212_ingest_{name} gauge\nhj212_ingest_{name} {v}");
+        });
+        out.push_str("# HELP hj212_ingest_frames_total Frames received, by command code and verdict.\n");
+        out.push_str("# TYPE hj212_ingest_frames_total counter\n");
+        for ((cn, verdict), v) in self.frames.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let cn = cn.map_or_else(|| "other".to_string(), |c| format!("{c:04}"));
+            let _ = writeln!(out, "hj212_ingest_frames_total{{cn=\"{cn}\",verdict=\"{}\"}} {v}", verdict.name());
+        }
+        out.push_str("# HELP hj212_ingest_auth_failures_total Frames refused by authentication, by reason.\n");
+        out.push_str("# TYPE hj212_ingest_auth_failures_total counter\n");
+        for (reason, v) in self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let _ = writeln!(out, "hj212_ingest_auth_failures_total{{reason=\"{reason}\"}} {v}");
+        }
+        out.push_str("# TYPE hj212_ingest_deviations_total counter\n");
+        for bit in 0..16u16 {
+            let v = self.deviations[bit as usize].load(Ordering::Relaxed);
+            if v > 0 {
+                let name = deviation_name(bit).map_or_else(|| format!("bit{bit}"), str::to_string);
+                let _ = writeln!(out, "hj212_ingest_deviations_total{{kind=\"{name}\"}} {v}");
+            }
+        }
+        out.push_str("# HELP hj212_ingest_ack_latency_seconds From a frame's arrival to its 9014 being written.\n");
+        out.push_str("# TYPE hj212_ingest_ack_latency_seconds histogram\n");
+        let h = &self.ack_latency;
+        for (bound, b) in ACK_LATENCY_BUCKETS.iter().zip(&h.buckets) {
+            let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_bucket{{le=\"{bound}\"}} {}", b.load(Ordering::Relaxed));
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_count {count}");
+        out
+    }
+
     /// Adds one to a counter.
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +394,9 @@ impl Metrics {
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         self.counters.each(|name, v| {
+            out.insert(name.to_string(), v);
+        });
+        self.gauges.each(|name, v| {
             out.insert(name.to_string(), v);
         });
         for bit in 0..16u16 {

@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(daemon(config))
+    runtime.block_on(daemon(config, cli.config.clone()))
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
@@ -116,7 +116,7 @@ fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(78)
 }
 
-async fn daemon(config: Config) -> ExitCode {
+async fn daemon(config: Config, path: Option<PathBuf>) -> ExitCode {
     let token = CancellationToken::new();
     let handle = match hj212_ingest::start(config, token.clone()).await {
         Ok(h) => h,
@@ -128,7 +128,7 @@ async fn daemon(config: Config) -> ExitCode {
     };
     // Errors are ignored: outside systemd there is no NOTIFY_SOCKET and this does nothing.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    tokio::spawn(signals(token.clone()));
+    tokio::spawn(signals(token.clone(), handle.reloader(), path));
     let result = handle.wait().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,8 +139,10 @@ async fn daemon(config: Config) -> ExitCode {
     }
 }
 
-/// SIGTERM/SIGINT: graceful stop; a second one, or SIGQUIT, exits at once; SIGHUP is ignored.
-async fn signals(token: CancellationToken) {
+/// SIGTERM/SIGINT: graceful stop; a second one, or SIGQUIT, exits at once; SIGHUP reloads the
+/// site registry and authentication policy from the configuration file (validated; on an error
+/// the old registry stays and the reason is logged).
+async fn signals(token: CancellationToken, reloader: hj212_ingest::Reloader, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -160,7 +162,15 @@ async fn signals(token: CancellationToken) {
                 std::process::exit(131);
             }
             _ = hup.recv() => {
-                tracing::info!("SIGHUP ignored: configuration reload is not supported; restart instead.");
+                tracing::info!("SIGHUP: reloading the site registry.");
+                match Config::load(path.as_deref()) {
+                    Ok(config) => {
+                        let _ = reloader.reload(&config);
+                    }
+                    Err(error) => {
+                        reloader.reload_failed(&error);
+                    }
+                }
                 continue;
             }
         }

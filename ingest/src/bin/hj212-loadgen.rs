@@ -1,0 +1,358 @@
+//! `hj212-loadgen`: a bounded, loopback-only load generator for `hj212-ingest`.
+//!
+//! * `hj212-loadgen dau`: N simulated data acquisition units over real TCP, each sending 2011
+//!   uploads with Flag A=1 at a fixed rate, measuring frame → 9014 latency; reports p50, p99 and
+//!   the acknowledged throughput. `--spawn` runs an ingest in-process (embedded broker, or
+//!   `--broker` for an external one) that accepts any MN.
+//! * `hj212-loadgen mqtt-baseline`: plain QoS 1 publishers (rumqttc) against a broker, measuring
+//!   publish → PUBACK; the baseline that ingest's throughput is compared with.
+//!
+//! Both refuse non-loopback addresses and cap the count of clients and the duration.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use hj212_codec::crc::CrcVariant;
+use hj212_codec::encode::OwnedPacket;
+use hj212_codec::frame::{Deframer, Event as FrameEvent};
+use hj212_codec::packet::{Flag, Packet, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MAX_CLIENTS: usize = 2000;
+const MAX_DURATION_SECS: u64 = 300;
+const PW: &str = "123456";
+
+#[derive(Debug, Parser)]
+#[command(name = "hj212-loadgen", version, about = "Bounded loopback load generator for hj212-ingest")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulated DAUs sending 2011 uploads with A=1 and timing the 9014s.
+    Dau(DauArgs),
+    /// QoS 1 publishers straight to a broker, timing the PUBACKs.
+    MqttBaseline(BaselineArgs),
+}
+
+#[derive(Debug, Args)]
+struct DauArgs {
+    /// The ingest listener (loopback); not needed with --spawn.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Run an ingest in-process on a free loopback port (any MN accepted).
+    #[arg(long)]
+    spawn: bool,
+    /// With --spawn: an external broker (loopback) instead of the embedded one.
+    #[arg(long)]
+    broker: Option<SocketAddr>,
+    /// With --spawn: a spool directory (off when left out).
+    #[arg(long)]
+    spool: Option<std::path::PathBuf>,
+    /// With --spawn and --spool: answer after the spool flush instead of the PUBACK.
+    #[arg(long)]
+    ack_after_spool: bool,
+    /// Simulated DAUs (at most 2000).
+    #[arg(long, default_value_t = 50)]
+    daus: usize,
+    /// Uploads per second per DAU.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of sending (at most 300).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+}
+
+#[derive(Debug, Args)]
+struct BaselineArgs {
+    /// The broker (loopback); with neither this nor --spawn, an embedded rumqttd is started.
+    #[arg(long)]
+    broker: Option<SocketAddr>,
+    /// Publishers (at most 2000).
+    #[arg(long, default_value_t = 50)]
+    publishers: usize,
+    /// Messages per second per publisher.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of publishing (at most 300).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Payload size in bytes (an ingest 2011 payload is about 1 KiB).
+    #[arg(long, default_value_t = 1000)]
+    payload_bytes: usize,
+}
+
+fn check_bounds(clients: usize, rate: f64, duration: u64) -> anyhow::Result<()> {
+    if clients == 0 || clients > MAX_CLIENTS {
+        bail!("the client count must be between 1 and {MAX_CLIENTS}");
+    }
+    if !(rate > 0.0 && rate <= 1000.0) {
+        bail!("the rate must be above 0 and at most 1000 per second per client");
+    }
+    if duration == 0 || duration > MAX_DURATION_SECS {
+        bail!("the duration must be between 1 and {MAX_DURATION_SECS} seconds");
+    }
+    Ok(())
+}
+
+fn loopback(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if !addr.ip().is_loopback() {
+        bail!("{addr} is not a loopback address: hj212-loadgen only targets this machine");
+    }
+    Ok(addr)
+}
+
+/// Latency summary: (count, p50, p99, max) in milliseconds.
+fn summary(mut v: Vec<Duration>) -> (usize, f64, f64, f64) {
+    v.sort_unstable();
+    let at = |q: f64| v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    (v.len(), at(0.5), at(0.99), v.last().map_or(0.0, |d| d.as_secs_f64() * 1e3))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=error,rumqttc=error"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dau(a) => dau(a).await,
+            Command::MqttBaseline(a) => baseline(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn dau(args: DauArgs) -> anyhow::Result<()> {
+    check_bounds(args.daus, args.rate, args.duration)?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let mut handle = None;
+    let target = if args.spawn {
+        let mut c = hj212_ingest::Config {
+            listeners: vec![hj212_ingest::config::Listener { addr: "127.0.0.1:0".parse()? }],
+            ..hj212_ingest::Config::default()
+        };
+        c.auth.unknown_mn = hj212_ingest::config::UnknownMnPolicy::Accept;
+        c.limits.max_frames_per_minute_per_mn = 0;
+        c.limits.max_connections = MAX_CLIENTS + 16;
+        c.packet_log.path = std::path::PathBuf::new();
+        c.metrics.listen = String::new();
+        c.spool.path = args.spool.clone().unwrap_or_default();
+        if args.ack_after_spool {
+            c.spool.ack_after = hj212_ingest::config::AckAfter::Spool;
+        }
+        c.mqtt.embedded_port = 0;
+        if let Some(b) = args.broker {
+            let b = loopback(b)?;
+            c.mqtt.host = Some(b.ip().to_string());
+            c.mqtt.port = b.port();
+            c.mqtt.embedded = Some(false);
+        }
+        let h = hj212_ingest::start(c, token.clone()).await?;
+        let addr = h.listen_addrs()[0];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !h.mqtt_connected() {
+            if Instant::now() > deadline {
+                bail!("the spawned ingest did not connect to its broker");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle = Some(h);
+        addr
+    } else {
+        loopback(args.target.context("--target or --spawn is required")?)?
+    };
+
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let sent_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let send_until = start + Duration::from_secs(args.duration);
+    let mut tasks = Vec::new();
+    for i in 0..args.daus {
+        let (latencies, sent_total) = (latencies.clone(), sent_total.clone());
+        let period = Duration::from_secs_f64(1.0 / args.rate);
+        tasks.push(tokio::spawn(async move {
+            let mn = format!("LOADGEN{i:017}");
+            let Ok(stream) = TcpStream::connect(target).await else { return };
+            let _ = stream.set_nodelay(true);
+            let (mut rd, mut wr) = stream.into_split();
+            let outstanding: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+            let reader_out = outstanding.clone();
+            let reader_lat = latencies.clone();
+            let reader = tokio::spawn(async move {
+                let mut deframer = Deframer::default();
+                let mut buf = vec![0u8; 8192];
+                let mut mine = Vec::new();
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => deframer.feed(&buf[..n]),
+                        _ => break,
+                    }
+                    while let Some(ev) = deframer.next_event() {
+                        let FrameEvent::Frame { frame, .. } = ev else { continue };
+                        let Ok(p) = Packet::parse(frame.data()) else { continue };
+                        if p.cn() != 9014 {
+                            continue;
+                        }
+                        let sent = p.qn().and_then(|q| reader_out.lock().ok()?.remove(q));
+                        if let Some(t) = sent {
+                            mine.push(t.elapsed());
+                        }
+                    }
+                    if Instant::now() > send_until && reader_out.lock().map_or(true, |m| m.is_empty()) {
+                        break;
+                    }
+                }
+                if let Ok(mut l) = reader_lat.lock() {
+                    l.extend(mine);
+                }
+            });
+            // Spread the DAUs over one period so they do not send in lockstep.
+            tokio::time::sleep(period.mul_f64(i as f64 / 1000.0 % 1.0)).await;
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            while Instant::now() < send_until {
+                tick.tick().await;
+                // The reader stops once nothing is outstanding after the deadline: send nothing
+                // after it.
+                if Instant::now() >= send_until {
+                    break;
+                }
+                let qn = format!("2024{:013}", n);
+                n += 1;
+                let mut p = OwnedPacket::new(Some(&qn), "32", 2011, PW, &mn, Some(Flag::new(Version::V2017, false, true)));
+                p.push_group([("DataTime", "20240102030400")]);
+                p.push_group([("w01018-Rtd", "12.5"), ("w01018-Flag", "N")]);
+                p.push_group([("w00000-Rtd", "3.25"), ("w00000-Flag", "N")]);
+                let Ok(frame) = p.to_frame(CrcVariant::Hj212) else { break };
+                if let Ok(mut o) = outstanding.lock() {
+                    o.insert(qn, Instant::now());
+                }
+                if wr.write_all(&frame).await.is_err() {
+                    break;
+                }
+                sent_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(6), reader).await;
+        }));
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(args.duration + 15), t).await;
+    }
+    let elapsed = start.elapsed();
+    let sent = sent_total.load(std::sync::atomic::Ordering::Relaxed);
+    let lat = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let (answered, p50, p99, max) = summary(lat);
+    println!(
+        "dau: daus={} rate={}/s/dau duration={}s sent={sent} answered={answered} unanswered={} \
+         throughput={:.0} acks/s frame->9014 p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms",
+        args.daus,
+        args.rate,
+        args.duration,
+        sent.saturating_sub(answered as u64),
+        answered as f64 / elapsed.as_secs_f64().min(args.duration as f64 + 0.5),
+    );
+    token.cancel();
+    if let Some(h) = handle {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h.wait()).await;
+    }
+    Ok(())
+}
+
+async fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+    check_bounds(args.publishers, args.rate, args.duration)?;
+    let broker = match args.broker {
+        Some(b) => loopback(b)?,
+        None => hj212_ingest::broker::start(0).await?,
+    };
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let sent_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let send_until = start + Duration::from_secs(args.duration);
+    let payload = vec![b'x'; args.payload_bytes.min(256 * 1024)];
+    let mut tasks = Vec::new();
+    for i in 0..args.publishers {
+        let (latencies, sent_total, payload) = (latencies.clone(), sent_total.clone(), payload.clone());
+        let period = Duration::from_secs_f64(1.0 / args.rate);
+        tasks.push(tokio::spawn(async move {
+            let mut o = MqttOptions::new(format!("loadgen-baseline-{i}"), broker.ip().to_string(), broker.port());
+            o.set_max_packet_size(1024 * 1024, 1024 * 1024);
+            let (client, mut eventloop) = AsyncClient::new(o, 1024);
+            let topic = format!("loadgen/{i}");
+            let publisher = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                while Instant::now() < send_until {
+                    tick.tick().await;
+                    if client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone()).await.is_err() {
+                        break;
+                    }
+                }
+                client
+            });
+            let mut sent_at: HashMap<u16, Instant> = HashMap::new();
+            let mut mine = Vec::new();
+            loop {
+                let ev = tokio::time::timeout(Duration::from_secs(3), eventloop.poll()).await;
+                match ev {
+                    Ok(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                        sent_at.insert(pkid, Instant::now());
+                        sent_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(Ok(Event::Incoming(Incoming::PubAck(a)))) => {
+                        if let Some(t) = sent_at.remove(&a.pkid) {
+                            mine.push(t.elapsed());
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) | Err(_) => break,
+                }
+                if Instant::now() > send_until && sent_at.is_empty() && publisher.is_finished() {
+                    break;
+                }
+            }
+            if let Ok(mut l) = latencies.lock() {
+                l.extend(mine);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(args.duration + 15), t).await;
+    }
+    let elapsed = start.elapsed();
+    let sent = sent_total.load(std::sync::atomic::Ordering::Relaxed);
+    let lat = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let (acked, p50, p99, max) = summary(lat);
+    println!(
+        "mqtt-baseline: broker={broker} publishers={} rate={}/s/publisher duration={}s payload={}B sent={sent} \
+         acked={acked} throughput={:.0} acks/s publish->PUBACK p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms",
+        args.publishers,
+        args.rate,
+        args.duration,
+        payload.len(),
+        acked as f64 / elapsed.as_secs_f64().min(args.duration as f64 + 0.5),
+    );
+    Ok(())
+}
