@@ -55,6 +55,22 @@ const fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 impl DateTime {
+    /// 1970-01-01 00:00:00.000, the start of the range.
+    pub const EPOCH: Self = Self { year: 1970, month: 1, day: 1, hour: 0, minute: 0, second: 0, millis: 0 };
+
+    /// [`DateTime::from_millis`], with times outside 1970..=9999 clamped to [`DateTime::EPOCH`].
+    #[must_use]
+    pub fn from_millis_or_epoch(ms: i64) -> Self {
+        Self::from_millis(ms).unwrap_or(Self::EPOCH)
+    }
+
+    /// The civil time at a UTC millisecond count in a zone `offset_minutes` east of UTC (HJ 212
+    /// times carry no zone; Chinese sites use UTC+8, `480`).
+    #[must_use]
+    pub fn civil_from_utc(utc_ms: i64, offset_minutes: i32) -> Self {
+        Self::from_millis_or_epoch(utc_ms + i64::from(offset_minutes) * 60_000)
+    }
+
     /// Parses 14 digits (`YYYYMMDDhhmmss`) or 17 digits (with milliseconds), checking the calendar.
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
@@ -201,6 +217,13 @@ mod tests {
         assert!(DateTime::parse("20160230000000").is_none());
         assert!(DateTime::parse("2016080108585").is_none());
         assert!(DateTime::parse("2016080108585x").is_none());
+    }
+
+    #[test]
+    fn civil_time_from_utc_and_clamping() {
+        let utc = DateTime::parse("20261128160000").unwrap().to_millis();
+        assert_eq!(DateTime::civil_from_utc(utc, 480).to_string(), "20261129000000");
+        assert_eq!(DateTime::from_millis_or_epoch(-1), DateTime::EPOCH);
     }
 
     #[test]
