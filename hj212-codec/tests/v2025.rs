@@ -20,7 +20,13 @@ fn every_2025_packet_decodes_types_and_re_encodes() {
         assert_eq!(owned.to_frame_unchecked(CrcVariant::Hj212, frame.crc_is_lowercase()).unwrap(), wire);
         let m = Message::from_packet(&packet).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert!(!matches!(m, Message::Other { .. }) || packet.cn() == 2111 || packet.cn() == 2052, "{line}: {m:?}");
-        let header = Header { qn: packet.qn(), st: packet.st(), pw: packet.pw().unwrap(), mn: packet.mn().unwrap_or(""), flag: packet.flag() };
+        let header = Header {
+            qn: packet.qn(),
+            st: packet.st(),
+            pw: packet.pw().unwrap(),
+            mn: packet.mn().unwrap_or(""),
+            flag: packet.flag(),
+        };
         // The typed form writes one group per item; a sender that packs several items into one
         // group (the digest's self-built 2011) differs only in `;` versus `,`.
         let flat = |s: &str| s.replace(' ', "").replace(',', ";");

@@ -192,6 +192,7 @@ mod tests {
             allowed_st: st.iter().map(|s| (*s).to_string()).collect(),
             code_table: CodeTable::National,
             crc: "auto".into(),
+            ..RegistryEntry::default()
         }
     }
 

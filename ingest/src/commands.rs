@@ -126,11 +126,21 @@ impl Command {
     }
 }
 
+/// Who asked for a request, and so who hears about its replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A command on `{prefix}/cmd/{mn}`: replies go to `{prefix}/reply/{mn}`.
+    Mqtt,
+    /// A gap-recovery request of the data-quality engine: its end goes back to the engine.
+    Quality,
+}
+
 /// A command sent and not finished.
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     id: String,
     cn: u16,
+    origin: Origin,
 }
 
 /// Open commands of one connection, by the request's QN.
@@ -187,71 +197,99 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<Received>, shared: Arc<Shared>) {
 }
 
 fn send(shared: &Arc<Shared>, mn: &str, command: &Command) {
-    let id = Some(command.id.as_str());
+    match send_request(shared, mn, command, Origin::Mqtt) {
+        Ok(qn) => {
+            publish_reply(shared, mn, &json!({"id": command.id, "mn": mn, "cn": command.cn, "qn": qn, "event": "sent"}))
+        }
+        Err(error) => fail(shared, mn, Some(command.id.as_str()), &error),
+    }
+}
+
+/// Sends a platform request (fresh QN, the site's password, ST and version, Flag A=1) to a
+/// connected site and tracks it until its 9012, a refusing 9011, the connection's end or
+/// `commands.timeout_secs`. Returns the request's QN.
+///
+/// # Errors
+/// The site is not connected or not registered, has too many pending commands, or the request
+/// cannot be encoded.
+pub(crate) fn send_request(
+    shared: &Arc<Shared>,
+    mn: &str,
+    command: &Command,
+    origin: Origin,
+) -> Result<String, String> {
     let link = shared.sites.lock().unwrap_or_else(PoisonError::into_inner).get(mn).cloned();
     let Some(link) = link else {
-        return fail(shared, mn, id, "site not connected");
+        return Err("site not connected".into());
     };
     let Some(pw) = shared.registry.password(mn) else {
-        return fail(shared, mn, id, "site not in the registry");
+        return Err("site not in the registry".into());
     };
-    if link.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
-        >= shared.config.commands.max_pending_per_site
+    if link.pending.lock().unwrap_or_else(PoisonError::into_inner).len() >= shared.config.commands.max_pending_per_site
     {
-        return fail(shared, mn, id, "too many commands pending for this site");
+        return Err("too many commands pending for this site".into());
     }
-    let local_ms = now_ms() + i64::from(shared.config.utc_offset_minutes) * 60_000;
-    let now = hj212_codec::time::DateTime::from_millis(local_ms).unwrap_or(hj212_codec::time::DateTime {
-        year: 1970,
-        month: 1,
-        day: 1,
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millis: 0,
-    });
+    let now = hj212_codec::time::DateTime::civil_from_utc(now_ms(), shared.config.utc_offset_minutes);
     let qn = shared.qn.lock().unwrap_or_else(PoisonError::into_inner).next_string(now);
     let mut p = OwnedPacket::new(Some(&qn), &link.st, command.cn, &pw, mn, Some(Flag::new(link.version, false, true)));
     for g in &command.groups {
         p.push_group(g.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    let frame = match p.to_frame(link.crc) {
-        Ok(f) => f,
-        Err(e) => return fail(shared, mn, id, &format!("cannot encode the request: {e}")),
-    };
+    let frame = p.to_frame(link.crc).map_err(|e| format!("cannot encode the request: {e}"))?;
+    if origin == Origin::Mqtt
+        && let Some(q) = &shared.quality
+    {
+        q.command_sent(mn, &p.data_segment());
+    }
     link.pending
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(qn.clone(), Pending { id: command.id.clone(), cn: command.cn });
+        .insert(qn.clone(), Pending { id: command.id.clone(), cn: command.cn, origin });
     let out = Outgoing { frame, mn: mn.to_string(), cn: command.cn, qn: Some(qn.clone()), received: None };
     if link.tx.send(out).is_err() {
         link.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&qn);
-        return fail(shared, mn, id, "site not connected");
+        return Err("site not connected".into());
     }
     Metrics::inc(&shared.metrics.counters.commands_sent);
     tracing::info!(mn, id = %command.id, cn = command.cn, qn = %qn, "Command sent.");
-    publish_reply(shared, mn, &json!({"id": command.id, "mn": mn, "cn": command.cn, "qn": qn, "event": "sent"}));
 
     let shared2 = shared.clone();
     let mn2 = mn.to_string();
+    let qn2 = qn.clone();
     let limit = Duration::from_secs(shared.config.commands.timeout_secs);
     shared.tracker.spawn(async move {
         tokio::select! {
             () = shared2.shutdown.cancelled() => {}
             () = tokio::time::sleep(limit) => {
-                let gone = link.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&qn);
+                let gone = link.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&qn2);
                 if let Some(p) = gone {
                     Metrics::inc(&shared2.metrics.counters.commands_failed);
-                    publish_reply(&shared2, &mn2, &json!({
-                        "id": p.id, "mn": mn2, "cn": p.cn, "qn": qn, "event": "error", "error": "timeout"
+                    ended(&shared2, &mn2, &qn2, &p, false, || json!({
+                        "id": p.id, "mn": mn2, "cn": p.cn, "qn": qn2, "event": "error", "error": "timeout"
                     }));
                 }
             }
         }
     });
+    Ok(qn)
 }
 
-/// Publishes a frame from a site on the reply topic when it answers one of its open commands.
+/// Reports the end of a request: to the data-quality engine for its own requests, else on the
+/// reply topic.
+fn ended(shared: &Shared, mn: &str, qn: &str, p: &Pending, ok: bool, reply: impl FnOnce() -> Value) {
+    match p.origin {
+        Origin::Quality => {
+            tracing::debug!(mn, qn, ok, "Gap-recovery request finished.");
+            if let Some(q) = &shared.quality {
+                q.history_finished(mn, ok);
+            }
+        }
+        Origin::Mqtt => publish_reply(shared, mn, &reply()),
+    }
+}
+
+/// Publishes a frame from a site on the reply topic when it answers one of its open commands
+/// (or, for the data-quality engine's requests, tells the engine how they ended).
 pub(crate) fn match_reply(shared: &Shared, pending: &PendingMap, packet: &Packet<'_>, body: &Value) {
     let mut map = pending.lock().unwrap_or_else(PoisonError::into_inner);
     if map.is_empty() {
@@ -261,29 +299,38 @@ pub(crate) fn match_reply(shared: &Shared, pending: &PendingMap, packet: &Packet
     let qn = packet.qn().unwrap_or("");
     let cn = packet.cn();
     let int = |k: &str| packet.cp().get(k).and_then(|v| v.trim().parse::<i64>().ok());
+    // (pending, ok, reply): `ok` is `Some` when the request ended.
     let reply = match cn {
         9011 => map.get(qn).cloned().map(|p| {
             let qn_rtn = int("QnRtn");
-            if qn_rtn != Some(1) {
+            let end = (qn_rtn != Some(1)).then_some(false);
+            if end.is_some() {
                 map.remove(qn);
             }
-            json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": qn, "event": "request_answer", "qn_rtn": qn_rtn})
+            let r = json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": qn, "event": "request_answer", "qn_rtn": qn_rtn});
+            (p, end, r)
         }),
         9012 => map.remove(qn).map(|p| {
-            json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": qn, "event": "result", "exe_rtn": int("ExeRtn")})
+            let exe_rtn = int("ExeRtn");
+            let ok = matches!(exe_rtn, Some(1 | 100));
+            let r = json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": qn, "event": "result", "exe_rtn": exe_rtn});
+            (p, Some(ok), r)
         }),
         9013 | 9014 => None,
         _ => {
             let by_qn = map.get(qn).map(|p| (qn.to_string(), p.clone()));
             let found = by_qn.or_else(|| map.iter().find(|(_, p)| p.cn == cn).map(|(q, p)| (q.clone(), p.clone())));
             found.map(|(request_qn, p)| {
-                json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": request_qn, "event": "data", "data": body})
+                let r = json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": request_qn, "event": "data", "data": body});
+                (p, None, r)
             })
         }
     };
     drop(map);
-    if let Some(r) = reply {
-        publish_reply(shared, mn, &r);
+    match reply {
+        Some((p, Some(ok), r)) => ended(shared, mn, qn, &p, ok, || r),
+        Some((p, None, r)) if p.origin == Origin::Mqtt => publish_reply(shared, mn, &r),
+        _ => {}
     }
 }
 
@@ -292,10 +339,13 @@ pub(crate) fn connection_closed(shared: &Shared, mn: &str, pending: &PendingMap)
     let open: Vec<(String, Pending)> = pending.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
     for (qn, p) in open {
         Metrics::inc(&shared.metrics.counters.commands_failed);
-        publish_reply(
+        ended(
             shared,
             mn,
-            &json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": qn, "event": "error", "error": "connection closed"}),
+            &qn,
+            &p,
+            false,
+            || json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": qn, "event": "error", "error": "connection closed"}),
         );
     }
 }

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hj212_codec::crc::CrcVariant;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::quality::{PollutantSpec, QualityConfig, SiteEntry, StreamSpec};
 
 /// The text of `ingest/default.toml`.
 pub const DEFAULT_CONFIG: &str = include_str!("../default.toml");
@@ -69,6 +71,9 @@ pub struct Config {
     /// The Prometheus exporter and health endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The data-quality engine (alerts, accounting, gap recovery).
+    #[serde(default)]
+    pub quality: Quality,
     /// The site registry.
     #[serde(default)]
     pub registry: Vec<RegistryEntry>,
@@ -408,6 +413,40 @@ pub struct RegistryEntry {
     /// `auto`, or a CRC variant name (`hj212`, `modbus`, `modbus-le`).
     #[serde(default = "default_crc")]
     pub crc: String,
+    /// A display name for reports (data quality).
+    #[serde(default)]
+    pub name: String,
+    /// `YYYYMMDDhhmmss` (site civil time): from when data are expected. Default: when the daemon
+    /// first heard of the MN.
+    #[serde(default)]
+    pub active_from: Option<String>,
+    /// The data streams expected, with their intervals (data quality). Empty: the
+    /// `quality.accounting.default_cns`, intervals announced or learnt.
+    #[serde(default)]
+    pub streams: Vec<StreamSpec>,
+    /// The pollutants expected in every record, with their emission limits (data quality).
+    #[serde(default)]
+    pub pollutants: Vec<PollutantSpec>,
+    /// Treatment-facility codes (`SB1`, …) whose power matters. Empty: every one reported.
+    #[serde(default)]
+    pub facilities: Vec<String>,
+}
+
+impl Default for RegistryEntry {
+    fn default() -> Self {
+        Self {
+            mn: String::new(),
+            password: String::new(),
+            allowed_st: Vec::new(),
+            code_table: CodeTable::National,
+            crc: default_crc(),
+            name: String::new(),
+            active_from: None,
+            streams: Vec::new(),
+            pollutants: Vec::new(),
+            facilities: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for RegistryEntry {
@@ -418,6 +457,11 @@ impl fmt::Debug for RegistryEntry {
             .field("allowed_st", &self.allowed_st)
             .field("code_table", &self.code_table)
             .field("crc", &self.crc)
+            .field("name", &self.name)
+            .field("active_from", &self.active_from)
+            .field("streams", &self.streams)
+            .field("pollutants", &self.pollutants)
+            .field("facilities", &self.facilities)
             .finish()
     }
 }
@@ -461,6 +505,7 @@ impl Default for Config {
             spool: Spool::default(),
             commands: Commands::default(),
             metrics: MetricsConfig::default(),
+            quality: Quality::default(),
             registry: Vec::new(),
         }
     }
@@ -559,6 +604,8 @@ impl Config {
         env!("HJ212_INGEST_COMMANDS", |name, v| self.commands.enabled = parse(name, v)?);
         env!("HJ212_INGEST_COMMAND_TIMEOUT_SECS", |name, v| self.commands.timeout_secs = parse(name, v)?);
         env!("HJ212_INGEST_METRICS_LISTEN", |name, v| self.metrics.listen = v.to_string());
+        env!("HJ212_INGEST_QUALITY", |name, v| self.quality.enabled = parse(name, v)?);
+        env!("HJ212_INGEST_QUALITY_STATE", |name, v| self.quality.state_path = PathBuf::from(v));
         Ok(())
     }
 
@@ -626,7 +673,23 @@ impl Config {
             return bad("commands.timeout_secs and commands.max_pending_per_site must be at least 1".into());
         }
         self.metrics.addr()?;
-        validate_registry(&self.registry)
+        validate_registry(&self.registry)?;
+        self.quality.validate(&self.registry)
+    }
+
+    /// The data-quality engine's configuration: `[quality]` with the registry's sites added.
+    #[must_use]
+    pub fn quality_config(&self) -> QualityConfig {
+        let mut q = self.quality.engine.clone();
+        q.sites.extend(self.registry.iter().map(|e| SiteEntry {
+            mn: e.mn.clone(),
+            name: e.name.clone(),
+            active_from: e.active_from.clone(),
+            streams: e.streams.clone(),
+            pollutants: e.pollutants.clone(),
+            facilities: e.facilities.clone(),
+        }));
+        q
     }
 
     /// The MQTT client id.
@@ -660,9 +723,171 @@ pub fn validate_registry(registry: &[RegistryEntry]) -> Result<(), ConfigError> 
             if e.crc != "auto" && e.crc_variant().is_none() {
                 return bad(format!("registry[{i}].crc = {:?}: expected auto, hj212, modbus or modbus-le", e.crc));
             }
+            validate_site(&format!("registry[{i}]"), e.active_from.as_deref(), &e.streams, &e.pollutants)?;
         }
     }
     Ok(())
+}
+
+/// Checks the data-quality fields of a site: a readable `active_from`, known stream CNs with
+/// positive intervals, listed once, and pollutant codes listed once with sensible limits.
+fn validate_site(
+    at: &str,
+    active_from: Option<&str>,
+    streams: &[StreamSpec],
+    pollutants: &[PollutantSpec],
+) -> Result<(), ConfigError> {
+    let bad = |msg: String| Err(ConfigError(msg));
+    if let Some(t) = active_from
+        && hj212_codec::time::DateTime::parse(t).is_none()
+    {
+        return bad(format!("{at}.active_from = {t:?}: expected YYYYMMDDhhmmss"));
+    }
+    let mut cns = HashSet::new();
+    for (j, s) in streams.iter().enumerate() {
+        if ![2011, 2051, 2061, 2031].contains(&s.cn) {
+            return bad(format!("{at}.streams[{j}].cn = {}: expected 2011, 2051, 2061 or 2031", s.cn));
+        }
+        if !cns.insert(s.cn) {
+            return bad(format!("{at}.streams[{j}].cn = {}: listed twice", s.cn));
+        }
+        if s.interval_s == Some(0) {
+            return bad(format!("{at}.streams[{j}].interval_s must be at least 1"));
+        }
+    }
+    let mut codes = HashSet::new();
+    for (j, p) in pollutants.iter().enumerate() {
+        if p.code.is_empty() || !p.code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return bad(format!("{at}.pollutants[{j}].code = {:?}: expected a pollutant code", p.code));
+        }
+        if !codes.insert(p.code.as_str()) {
+            return bad(format!("{at}.pollutants[{j}].code = {:?}: listed twice", p.code));
+        }
+        let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
+        let non_negative = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v >= 0.0);
+        if !positive(p.limit) || !non_negative(p.flat_band) || !positive(p.flat_min_hours) {
+            return bad(format!(
+                "{at}.pollutants[{j}] ({}): limit and flat_min_hours must be > 0, flat_band >= 0",
+                p.code
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The data-quality engine in the daemon (`[quality]`): the daemon's own settings, and the
+/// engine's [`QualityConfig`] in the same table (`[quality.recovery]`, `[quality.flat_line]`, …;
+/// see `docs/data-quality.md`). Sites come from the registry (`[[registry]]` `streams`,
+/// `pollutants`, …); `[[quality.sites]]` may add MNs that are not in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quality {
+    /// Run the engine. Default true.
+    pub enabled: bool,
+    /// Inputs queued for the engine at most; beyond that inputs are dropped and counted
+    /// (`quality_inputs_dropped`), never waited for.
+    pub channel_capacity: usize,
+    /// Seconds between two engine ticks (link rules, recovery, daily records).
+    pub tick_secs: u64,
+    /// The JSON state file (daily records, online values, recoveries, networking status) read by
+    /// `hj212-ingest report` and `compare`; empty turns persistence off.
+    pub state_path: PathBuf,
+    /// Seconds between two writes of the state file (also written at shutdown).
+    pub persist_secs: u64,
+    /// The engine's thresholds (every rule, accounting, recovery, comparison).
+    pub engine: QualityConfig,
+}
+
+impl Default for Quality {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            channel_capacity: 65_536,
+            tick_secs: 15,
+            state_path: PathBuf::from("/var/lib/hj212/ingest-quality.json"),
+            persist_secs: 60,
+            engine: QualityConfig::default(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quality {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        fn take<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+            t: &mut toml::Table,
+            k: &str,
+        ) -> Result<Option<T>, E> {
+            t.remove(k).map(|v| v.try_into::<T>().map_err(|e| E::custom(format!("quality.{k}: {e}")))).transpose()
+        }
+        let mut table = toml::Table::deserialize(d)?;
+        let mut q = Self::default();
+        if let Some(v) = take(&mut table, "enabled")? {
+            q.enabled = v;
+        }
+        if let Some(v) = take(&mut table, "channel_capacity")? {
+            q.channel_capacity = v;
+        }
+        if let Some(v) = take(&mut table, "tick_secs")? {
+            q.tick_secs = v;
+        }
+        if let Some(v) = take::<String, _>(&mut table, "state_path")? {
+            q.state_path = PathBuf::from(v);
+        }
+        if let Some(v) = take(&mut table, "persist_secs")? {
+            q.persist_secs = v;
+        }
+        q.engine = toml::Value::Table(table).try_into().map_err(|e| D::Error::custom(format!("quality: {e}")))?;
+        Ok(q)
+    }
+}
+
+impl Quality {
+    /// Checks the daemon's settings, the engine's thresholds and `[[quality.sites]]`.
+    ///
+    /// # Errors
+    /// The first problem found, naming the setting.
+    pub fn validate(&self, registry: &[RegistryEntry]) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError(msg));
+        if !(1..=60).contains(&self.tick_secs) {
+            return bad(format!("quality.tick_secs = {}: must be between 1 and 60", self.tick_secs));
+        }
+        if self.channel_capacity == 0 || self.persist_secs == 0 {
+            return bad("quality.channel_capacity and quality.persist_secs must be at least 1".into());
+        }
+        let e = &self.engine;
+        let checks: [(&str, f64); 12] = [
+            ("accounting.grace_minutes", e.accounting.grace_minutes),
+            ("accounting.settle_hours", e.accounting.settle_hours),
+            ("recovery.grace_minutes", e.recovery.grace_minutes),
+            ("recovery.hourly_lookback_hours", e.recovery.hourly_lookback_hours),
+            ("recovery.minute_lookback_hours", e.recovery.minute_lookback_hours),
+            ("recovery.per_mn_spacing_minutes", e.recovery.per_mn_spacing_minutes),
+            ("recovery.reply_timeout_minutes", e.recovery.reply_timeout_minutes),
+            ("link.silence_factor", e.link.silence_factor),
+            ("link.silence_floor_minutes", e.link.silence_floor_minutes),
+            ("link.offline_after_minutes", e.link.offline_after_minutes),
+            ("flat_line.min_hours", e.flat_line.min_hours),
+            ("dynamic_control.calibration_window_minutes", e.dynamic_control.calibration_window_minutes),
+        ];
+        for (name, v) in checks {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("quality.{name} = {v}: must be a finite number >= 0"));
+            }
+        }
+        if e.recovery.hourly_max_span_hours <= 0.0 || e.recovery.minute_max_span_minutes <= 0.0 {
+            return bad("quality.recovery: hourly_max_span_hours and minute_max_span_minutes must be > 0".into());
+        }
+        if let Some(cn) = e.recovery.cns.iter().find(|cn| ![2051, 2061].contains(*cn)) {
+            return bad(format!("quality.recovery.cns: {cn} cannot be recovered (2051 or 2061)"));
+        }
+        for (i, s) in e.sites.iter().enumerate() {
+            if s.mn.is_empty() || registry.iter().any(|r| r.mn == s.mn) {
+                return bad(format!("quality.sites[{i}].mn = {:?}: empty, or already in the registry", s.mn));
+            }
+            validate_site(&format!("quality.sites[{i}]"), s.active_from.as_deref(), &s.streams, &s.pollutants)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -706,6 +931,26 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("registry[0]"));
         let c = Config::from_toml("[mqtt]\nprefix = \"a/#\"\n").unwrap();
         assert!(c.validate().unwrap_err().0.contains("mqtt.prefix"));
+    }
+
+    #[test]
+    fn the_quality_section_embeds_the_engine_config_and_registry_sites_are_validated() {
+        let c = Config::from_toml(
+            "[quality]\ntick_secs = 5\n[quality.recovery]\nper_mn_spacing_minutes = 1\n\
+             [[registry]]\nmn = \"A\"\npassword = \"p\"\nstreams = [{ cn = 2061, interval_s = 3600 }]\n\
+             pollutants = [{ code = \"w01018\", limit = 50.0 }]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.quality.tick_secs, 5);
+        assert!((c.quality.engine.recovery.per_mn_spacing_minutes - 1.0).abs() < 1e-12);
+        let q = c.quality_config();
+        assert_eq!(q.pollutant("A", "w01018").and_then(|p| p.limit), Some(50.0));
+        assert!(Config::from_toml("[quality.recovery]\nno_such = 1\n").is_err());
+        let bad = Config::from_toml("[[registry]]\nmn = \"A\"\npassword = \"p\"\nstreams = [{ cn = 9999 }]\n").unwrap();
+        assert!(bad.validate().unwrap_err().0.contains("registry[0].streams[0].cn"));
+        let bad = Config::from_toml("[quality]\ntick_secs = 0\n").unwrap();
+        assert!(bad.validate().unwrap_err().0.contains("quality.tick_secs"));
     }
 
     #[test]

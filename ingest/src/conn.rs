@@ -12,8 +12,8 @@
 //! * Answers (9011–9014) are never answered.
 //! * Passwords are never logged: log lines carry the MN and a reason, and the packet log masks them.
 
-use std::net::SocketAddr;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,17 +33,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::answers;
+use crate::auth::{Registry, Verdict};
 use crate::commands::{self, PendingMap, SiteLink};
 use crate::config::AckAfter;
-use crate::metrics::Verdict as FrameVerdict;
-use crate::spool::{Spool, Wait};
-use crate::auth::{Registry, Verdict};
 use crate::config::{Config, DecodeMode};
 use crate::dedup::{Dedup, Key, Seen};
 use crate::ledger::{Delivery, Ledger};
+use crate::metrics::Verdict as FrameVerdict;
 use crate::metrics::{Event, Metrics};
 use crate::packet_log::PacketLog;
 use crate::payload;
+use crate::spool::{Spool, Wait};
 
 /// State shared by every connection.
 #[derive(Debug)]
@@ -74,6 +74,8 @@ pub struct Shared {
     pub(crate) sites: Mutex<HashMap<String, SiteLink>>,
     /// Numbers connections.
     pub next_conn_id: AtomicU64,
+    /// The data-quality engine's input queue, when the engine runs.
+    pub(crate) quality: Option<crate::quality_task::Feed>,
 }
 
 /// The time now, in milliseconds since 1970 (UTC).
@@ -138,6 +140,8 @@ struct Conn<'s> {
     pending: PendingMap,
     /// The MN this connection is registered for commands under.
     site: Mutex<Option<String>>,
+    /// The MN the data-quality engine was told this connection carries.
+    quality_mn: Mutex<Option<String>>,
 }
 
 async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
@@ -174,7 +178,15 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     let frame_limit = Duration::from_secs(limits.frame_timeout_secs);
     let mut partial_since: Option<Instant> = None;
     let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let conn = Conn { shared, peer: peer.clone(), tx, id, pending: PendingMap::default(), site: Mutex::new(None) };
+    let conn = Conn {
+        shared,
+        peer: peer.clone(),
+        tx,
+        id,
+        pending: PendingMap::default(),
+        site: Mutex::new(None),
+        quality_mn: Mutex::new(None),
+    };
     tracing::debug!(peer = %peer, "Connection opened.");
     loop {
         let read = tokio::select! {
@@ -240,6 +252,10 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
+        let carried = self.quality_mn.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let (Some(mn), Some(q)) = (carried, &self.shared.quality) {
+            q.closed(&mn, self.id);
+        }
         let site = self.site.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(mn) = site {
             let mut sites = self.shared.sites.lock().unwrap_or_else(PoisonError::into_inner);
@@ -327,6 +343,10 @@ impl Conn<'_> {
             Err(error) => {
                 Metrics::inc(&metrics.counters.frames_invalid);
                 metrics.count_frame(decoded.packet.as_ref().ok().map(Packet::cn), FrameVerdict::Invalid);
+                if let (Some(q), true) = (&shared.quality, decoded.crc.is_err()) {
+                    let mn = decoded.packet.as_ref().ok().and_then(Packet::mn).filter(|m| !m.is_empty());
+                    q.crc_failure(mn.unwrap_or(&self.peer));
+                }
                 tracing::warn!(peer = %self.peer, %error, "Refused an invalid frame.");
                 return;
             }
@@ -352,6 +372,7 @@ impl Conn<'_> {
                 metrics.count_auth_failure(reason.name());
                 tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Refused a frame.");
                 metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
+                self.quality_auth_failure(mn);
                 return;
             }
             Verdict::Quarantine(reason) => {
@@ -361,6 +382,7 @@ impl Conn<'_> {
                 Metrics::inc(&metrics.counters.quarantined);
                 tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Quarantined a frame.");
                 metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
+                self.quality_auth_failure(mn);
                 let ctx =
                     payload::Context { received_ms, peer: &self.peer, code_table: crate::config::CodeTable::National };
                 let mut body = payload::build(&decoded, &packet, &ctx);
@@ -408,6 +430,11 @@ impl Conn<'_> {
             }
         };
 
+        if let Some(q) = &shared.quality {
+            self.quality_carries(q, mn);
+            q.packet(received_ms, mn, &packet);
+        }
+
         // HJ 212-2017 §6.5: answers are never answered.
         if command.is_answer() {
             return;
@@ -417,16 +444,7 @@ impl Conn<'_> {
             if packet.wants_ack() || packet.flag().is_none() {
                 self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
             }
-            let local_ms = now_ms() + i64::from(shared.config.utc_offset_minutes) * 60_000;
-            let now = DateTime::from_millis(local_ms).unwrap_or(DateTime {
-                year: 1970,
-                month: 1,
-                day: 1,
-                hour: 0,
-                minute: 0,
-                second: 0,
-                millis: 0,
-            });
+            let now = DateTime::civil_from_utc(now_ms(), shared.config.utc_offset_minutes);
             let qn = shared.qn.lock().unwrap_or_else(PoisonError::into_inner).next_string(now);
             let frame = answers::set_time(&packet, &qn, now, crc);
             self.send_now(frame, mn, 1012, Some(&qn));
@@ -442,6 +460,24 @@ impl Conn<'_> {
             return;
         }
         self.send_after(delivery, &packet, answers::answer(&packet, 9014, crc), received);
+    }
+
+    fn quality_auth_failure(&self, mn: &str) {
+        if let Some(q) = &self.shared.quality {
+            q.auth_failure(if mn.is_empty() { &self.peer } else { mn });
+        }
+    }
+
+    /// Tells the engine that this connection carries `mn` (once per MN and connection).
+    fn quality_carries(&self, q: &crate::quality_task::Feed, mn: &str) {
+        let mut carried = self.quality_mn.lock().unwrap_or_else(PoisonError::into_inner);
+        if carried.as_deref() == Some(mn) {
+            return;
+        }
+        if let Some(old) = carried.replace(mn.to_string()) {
+            q.closed(&old, self.id);
+        }
+        q.opened(mn, self.id);
     }
 
     fn send_now(&self, frame: Vec<u8>, mn: &str, cn: u16, qn: Option<&str>) {

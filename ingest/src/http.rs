@@ -54,15 +54,19 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render_prometheus()),
+        ("GET" | "HEAD", "/metrics") => {
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render_prometheus())
+        }
         ("GET" | "HEAD", "/healthz") if metrics.healthy() => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET" | "HEAD", "/healthz") => ("503 Service Unavailable", "text/plain", "unhealthy\n".to_string()),
         ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_string()),
     };
-    let mut response =
-        format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
-            .into_bytes();
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     if method != "HEAD" {
         response.extend_from_slice(body.as_bytes());
     }

@@ -325,9 +325,10 @@ impl Driver {
             let id = state.next_id;
             state.next_id += 1;
             let topic = ledger.status_topic.clone();
-            state
-                .entries
-                .insert(id, Entry { topic, payload: b"online".to_vec(), retain: true, qn: None, done, sends: 0, spooled: false });
+            state.entries.insert(
+                id,
+                Entry { topic, payload: b"online".to_vec(), retain: true, qn: None, done, sends: 0, spooled: false },
+            );
             Metrics::inc(&ledger.metrics.counters.mqtt_published);
             ledger.send(&mut state, id);
         }

@@ -17,6 +17,8 @@
 //! * [`ledger`]: MQTT publishing with delivery tracking and republish after reconnect;
 //! * [`spool`]: the durable sled spool in front of the ledger (broker outages, restarts);
 //! * [`commands`]: commands down from `{prefix}/cmd/{mn}` and their replies;
+//! * [`quality`]: the sans-IO data-quality engine, and [`quality_task`]: the task that owns it in
+//!   the daemon (alerts, daily records, gap recovery, the state file read by `report`/`compare`);
 //! * `http`: the Prometheus `/metrics` and `/healthz` endpoint;
 //! * [`auth`], [`dedup`], [`payload`], [`metrics`], [`broker`] (the embedded rumqttd), `packet_log`.
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
@@ -33,6 +35,8 @@ pub mod ledger;
 pub mod metrics;
 mod packet_log;
 pub mod payload;
+pub mod quality;
+pub mod quality_task;
 pub mod spool;
 
 use std::net::SocketAddr;
@@ -57,6 +61,7 @@ pub struct Handle {
     metrics_addr: Option<SocketAddr>,
     ledger: ledger::Ledger,
     registry: Arc<auth::Registry>,
+    quality: Option<Arc<tokio::sync::watch::Sender<quality::QualityConfig>>>,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -103,7 +108,7 @@ impl Handle {
     /// A handle that reloads the registry, usable after [`Handle::wait`] took the handle.
     #[must_use]
     pub fn reloader(&self) -> Reloader {
-        Reloader { registry: self.registry.clone(), metrics: self.metrics.clone() }
+        Reloader { registry: self.registry.clone(), metrics: self.metrics.clone(), quality: self.quality.clone() }
     }
 
     /// True while the MQTT connection is up.
@@ -126,6 +131,7 @@ impl Handle {
 pub struct Reloader {
     registry: Arc<auth::Registry>,
     metrics: Arc<Metrics>,
+    quality: Option<Arc<tokio::sync::watch::Sender<quality::QualityConfig>>>,
 }
 
 impl Reloader {
@@ -142,6 +148,9 @@ impl Reloader {
     pub fn reload(&self, config: &Config) -> Result<usize, ConfigError> {
         match self.registry.replace(&config.registry, config.auth.clone()) {
             Ok(n) => {
+                if let Some(q) = &self.quality {
+                    q.send_replace(config.quality_config());
+                }
                 Metrics::inc(&self.metrics.counters.registry_reloads);
                 tracing::info!(sites = n, "Site registry reloaded.");
                 Ok(n)
@@ -236,6 +245,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.limits.max_frames_per_minute_per_mn,
     ));
 
+    let (quality_feed, quality_rx) = if config.quality.enabled {
+        let (feed, rx) = quality_task::channel(config.quality.channel_capacity, metrics.clone());
+        let (tx, config_rx) = tokio::sync::watch::channel(config.quality_config());
+        (Some(feed), Some((rx, config_rx, Arc::new(tx))))
+    } else {
+        (None, None)
+    };
+    let quality_reload = quality_rx.as_ref().map(|(_, _, tx)| tx.clone());
     let shared = Arc::new(conn::Shared {
         registry: registry.clone(),
         ledger: ledger.clone(),
@@ -250,12 +267,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         spool: spool.clone(),
         sites: std::sync::Mutex::default(),
         next_conn_id: std::sync::atomic::AtomicU64::new(0),
+        quality: quality_feed,
     });
     let listener_tracker = TaskTracker::new();
     for listener in listeners {
         listener_tracker.spawn(conn::accept_loop(listener, shared.clone()));
     }
     listener_tracker.spawn(commands::run(received, shared.clone()));
+    if let Some((rx, config_rx, _)) = quality_rx {
+        listener_tracker.spawn(quality_task::run(rx, shared.clone(), config_rx));
+    }
     listener_tracker.close();
     Metrics::set(&metrics.gauges.listeners_bound, 1);
     tracing::info!(listeners = ?listen_addrs, mqtt = %format!("{}:{}", mqtt_addr.0, mqtt_addr.1), embedded = config.mqtt.embedded(), "hj212-ingest is ready.");
@@ -313,5 +334,5 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
 
-    Ok(Handle { listen_addrs, mqtt_addr, metrics, metrics_addr, ledger, registry, done })
+    Ok(Handle { listen_addrs, mqtt_addr, metrics, metrics_addr, ledger, registry, quality: quality_reload, done })
 }

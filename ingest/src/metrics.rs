@@ -98,6 +98,22 @@ counters! {
     registry_reloads,
     /// Auth-registry reloads refused (the old registry stays).
     registry_reload_errors,
+    /// Inputs handed to the data-quality engine's queue.
+    quality_inputs,
+    /// Inputs dropped because the data-quality queue was full (never waited for).
+    quality_inputs_dropped,
+    /// Data-quality alerts raised (by rule: `quality_alerts_total{rule=…}`).
+    quality_alerts,
+    /// Gap-recovery history requests sent to sites.
+    quality_requests_sent,
+    /// Gap-recovery requests that could not be sent (site gone, too many pending).
+    quality_requests_failed,
+    /// Gap-recovery requests finished (any outcome).
+    quality_recoveries,
+    /// Settled daily accounting records published.
+    quality_daily_records,
+    /// Data-quality state-file writes that failed.
+    quality_state_errors,
 }
 
 macro_rules! gauges {
@@ -214,6 +230,7 @@ pub struct Metrics {
     deviations: [AtomicU64; 16],
     frames: Mutex<BTreeMap<(Option<u16>, Verdict), u64>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    quality_alerts: Mutex<BTreeMap<&'static str, u64>>,
     events: broadcast::Sender<Event>,
 }
 
@@ -226,6 +243,7 @@ impl Default for Metrics {
             deviations: Default::default(),
             frames: Mutex::default(),
             auth_failures: Mutex::default(),
+            quality_alerts: Mutex::default(),
             events: broadcast::channel(1024).0,
         }
     }
@@ -296,6 +314,18 @@ impl Metrics {
         *self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).entry(reason).or_insert(0) += 1;
     }
 
+    /// Counts one data-quality alert by rule (a bounded set of names).
+    pub fn count_quality_alert(&self, rule: &'static str) {
+        Self::inc(&self.counters.quality_alerts);
+        *self.quality_alerts.lock().unwrap_or_else(PoisonError::into_inner).entry(rule).or_insert(0) += 1;
+    }
+
+    /// Data-quality alerts counted for this rule.
+    #[must_use]
+    pub fn quality_alerts(&self, rule: &str) -> u64 {
+        self.quality_alerts.lock().unwrap_or_else(PoisonError::into_inner).get(rule).copied().unwrap_or(0)
+    }
+
     /// Frames counted with this CN and verdict.
     #[must_use]
     pub fn frames(&self, cn: Option<u16>, verdict: Verdict) -> u64 {
@@ -334,6 +364,11 @@ impl Metrics {
         for (reason, v) in self.auth_failures.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             let _ = writeln!(out, "hj212_ingest_auth_failures_total{{reason=\"{reason}\"}} {v}");
         }
+        out.push_str("# HELP hj212_ingest_quality_alerts_by_rule_total Data-quality alerts, by rule.\n");
+        out.push_str("# TYPE hj212_ingest_quality_alerts_by_rule_total counter\n");
+        for (rule, v) in self.quality_alerts.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let _ = writeln!(out, "hj212_ingest_quality_alerts_by_rule_total{{rule=\"{rule}\"}} {v}");
+        }
         out.push_str("# TYPE hj212_ingest_deviations_total counter\n");
         for bit in 0..16u16 {
             let v = self.deviations[bit as usize].load(Ordering::Relaxed);
@@ -346,11 +381,16 @@ impl Metrics {
         out.push_str("# TYPE hj212_ingest_ack_latency_seconds histogram\n");
         let h = &self.ack_latency;
         for (bound, b) in ACK_LATENCY_BUCKETS.iter().zip(&h.buckets) {
-            let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_bucket{{le=\"{bound}\"}} {}", b.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "hj212_ingest_ack_latency_seconds_bucket{{le=\"{bound}\"}} {}",
+                b.load(Ordering::Relaxed)
+            );
         }
         let count = h.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ =
+            writeln!(out, "hj212_ingest_ack_latency_seconds_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
         let _ = writeln!(out, "hj212_ingest_ack_latency_seconds_count {count}");
         out
     }

@@ -2,7 +2,6 @@
 //! ports; a real TCP client plays the data acquisition unit and a rumqttc client subscribes to
 //! `hj212/#`. Every wait is bounded, so a failing test fails instead of hanging.
 
-
 mod common;
 
 use std::time::Duration;

@@ -130,7 +130,10 @@ async fn a_command_goes_to_the_site_and_its_answers_come_back_with_its_id() {
 
     dau.send(&site_answer(&qn, 9011, "QnRtn", "1")).await;
     let (_, a) = sub.next_on("hj212/reply/").await;
-    assert_eq!((a["id"].clone(), a["event"].clone(), a["qn_rtn"].clone()), (json!("c1"), json!("request_answer"), json!(1)));
+    assert_eq!(
+        (a["id"].clone(), a["event"].clone(), a["qn_rtn"].clone()),
+        (json!("c1"), json!("request_answer"), json!(1))
+    );
     dau.send(&site_answer(&qn, 9012, "ExeRtn", "1")).await;
     let (_, r) = sub.next_on("hj212/reply/").await;
     assert_eq!((r["id"].clone(), r["event"].clone(), r["exe_rtn"].clone()), (json!("c1"), json!("result"), json!(1)));
@@ -155,7 +158,10 @@ async fn a_command_goes_to_the_site_and_its_answers_come_back_with_its_id() {
     mqtt_publish(broker, "hj212/cmd/NOT-HERE", br#"{"id":"c3","cn":1062,"RtdInterval":30}"#).await;
     let (topic, e) = sub.next_on("hj212/reply/").await;
     assert_eq!(topic, "hj212/reply/NOT-HERE");
-    assert_eq!((e["id"].clone(), e["event"].clone(), e["error"].clone()), (json!("c3"), json!("error"), json!("site not connected")));
+    assert_eq!(
+        (e["id"].clone(), e["event"].clone(), e["error"].clone()),
+        (json!("c3"), json!("error"), json!("site not connected"))
+    );
     mqtt_publish(broker, &format!("hj212/cmd/{MN}"), br#"{"id":"c4","cn":1062,"RtdInterval":"1;PW=0"}"#).await;
     let (_, e) = sub.next_on("hj212/reply/").await;
     assert_eq!((e["id"].clone(), e["event"].clone()), (json!("c4"), json!("error")));

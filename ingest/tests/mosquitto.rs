@@ -31,7 +31,9 @@ impl Mosquitto {
     async fn start(port: u16, dir: &Path) -> Option<Self> {
         let Some(bin) = mosquitto_binary() else {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("mosquitto is not on PATH, and CI=true requires the Mosquitto integration tests to run: install the `mosquitto` package");
+                panic!(
+                    "mosquitto is not on PATH, and CI=true requires the Mosquitto integration tests to run: install the `mosquitto` package"
+                );
             }
             eprintln!("SKIPPED: mosquitto is not on PATH (install it to run the Mosquitto integration tests)");
             return None;

@@ -389,15 +389,7 @@ fn local_now() -> DateTime {
     let utc = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-    let t = DateTime::from_millis(utc + 8 * 3_600_000).unwrap_or(DateTime {
-        year: 2026,
-        month: 1,
-        day: 1,
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millis: 0,
-    });
+    let t = DateTime::civil_from_utc(utc, 480);
     // Two minutes before the hour: the first hourly record comes a few seconds after the start.
     DateTime { minute: 58, second: 0, millis: 0, ..t }
 }

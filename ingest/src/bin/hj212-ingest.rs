@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use hj212_ingest::quality::{self, report::CalendarMetric};
+use hj212_ingest::quality_task::State;
 use hj212_ingest::{Config, ConfigError};
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +50,42 @@ enum Command {
     CheckConfig,
     /// Print the default configuration.
     PrintDefaultConfig,
+    /// Transmission accounting of one day, from the daemon's quality state file
+    /// (`quality.state_path`; written by the running daemon every `quality.persist_secs`).
+    Report {
+        /// The civil day, `YYYY-MM-DD`.
+        #[arg(long)]
+        date: String,
+        /// Only this MN.
+        #[arg(long)]
+        mn: Option<String>,
+        /// Print the records as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write the completeness calendar (SVG) of the MN to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// The state file (default: `quality.state_path` of the configuration).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Comparison monitoring: laboratory results (CSV: mn, pollutant, sampling_time, value)
+    /// against the online values in the daemon's quality state file. Exit 0 pass, 2 fail, 3 no
+    /// decision (no online value near any sample).
+    Compare {
+        /// The MN.
+        #[arg(long)]
+        mn: String,
+        /// The laboratory CSV file.
+        #[arg(long)]
+        lab: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The state file (default: `quality.state_path` of the configuration).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
 }
 
 fn init_logging(cli: &Cli) {
@@ -94,6 +132,14 @@ fn main() -> ExitCode {
                 Err(e) => config_error(&e),
             };
         }
+        Some(Command::Report { ref date, ref mn, json, ref svg, ref state }) => {
+            return quality_cli(&cli, state.as_deref(), |config, st| {
+                report(config, st, date, mn.as_deref(), json, svg.as_deref())
+            });
+        }
+        Some(Command::Compare { ref mn, ref lab, json, ref state }) => {
+            return quality_cli(&cli, state.as_deref(), |config, st| compare(config, st, mn, lab, json));
+        }
         Some(Command::Run) | None => {}
     }
     init_logging(&cli);
@@ -109,6 +155,77 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(daemon(config, cli.config.clone()))
+}
+
+/// Loads the configuration and the quality state file, then runs `f` (exit 1 on its error).
+fn quality_cli(
+    cli: &Cli,
+    state: Option<&std::path::Path>,
+    f: impl FnOnce(&Config, &State) -> anyhow::Result<ExitCode>,
+) -> ExitCode {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let path = state.map_or_else(|| config.quality.state_path.clone(), std::path::Path::to_path_buf);
+    let result = State::load(&path).and_then(|st| f(&config, &st));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(
+    config: &Config,
+    state: &State,
+    date: &str,
+    mn: Option<&str>,
+    json: bool,
+    svg: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let records = state.day(date, mn);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+    } else {
+        print!("{}", quality::report::render_table(&records));
+        if records.is_empty() {
+            println!("(no record for {date}; state written at {})", state.written_at);
+        }
+    }
+    if let Some(file) = svg {
+        let mn = mn
+            .map(str::to_string)
+            .or_else(|| records.first().map(|r| r.mn.clone()))
+            .ok_or_else(|| anyhow::anyhow!("--svg needs --mn (no record on {date})"))?;
+        let mine: Vec<_> = state.daily.iter().filter(|r| r.mn == mn).cloned().collect();
+        let cn = if mine.iter().any(|r| r.cn == 2061) { 2061 } else { mine.first().map_or(2061, |r| r.cn) };
+        let text = quality::report::render_calendar_svg(&mn, cn, &mine, CalendarMetric::TransmissionEffective);
+        std::fs::write(file, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+    }
+    let _ = config;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compare(config: &Config, state: &State, mn: &str, lab: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(lab).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", lab.display()))?;
+    let samples = quality::comparison::parse_lab_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", lab.display()))?;
+    let report = state.compare(&samples, Some(mn), &config.quality_config());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    let verdicts: Vec<Option<bool>> = report.verdicts.iter().map(|v| v.pass).collect();
+    Ok(if verdicts.contains(&Some(false)) {
+        ExitCode::from(2)
+    } else if verdicts.contains(&Some(true)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {

@@ -59,6 +59,9 @@ struct DauArgs {
     /// With --spawn and --spool: answer after the spool flush instead of the PUBACK.
     #[arg(long)]
     ack_after_spool: bool,
+    /// With --spawn: turn the data-quality engine off (it runs by default, without state file).
+    #[arg(long)]
+    no_quality: bool,
     /// Simulated DAUs (at most 2000).
     #[arg(long, default_value_t = 50)]
     daus: usize,
@@ -112,7 +115,8 @@ fn loopback(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 /// Latency summary: (count, p50, p99, max) in milliseconds.
 fn summary(mut v: Vec<Duration>) -> (usize, f64, f64, f64) {
     v.sort_unstable();
-    let at = |q: f64| v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let at =
+        |q: f64| v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1e3);
     (v.len(), at(0.5), at(0.99), v.last().map_or(0.0, |d| d.as_secs_f64() * 1e3))
 }
 
@@ -158,6 +162,8 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
         c.packet_log.path = std::path::PathBuf::new();
         c.metrics.listen = String::new();
         c.spool.path = args.spool.clone().unwrap_or_default();
+        c.quality.enabled = !args.no_quality;
+        c.quality.state_path = std::path::PathBuf::new();
         if args.ack_after_spool {
             c.spool.ack_after = hj212_ingest::config::AckAfter::Spool;
         }
@@ -241,7 +247,8 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
                 }
                 let qn = format!("2024{:013}", n);
                 n += 1;
-                let mut p = OwnedPacket::new(Some(&qn), "32", 2011, PW, &mn, Some(Flag::new(Version::V2017, false, true)));
+                let mut p =
+                    OwnedPacket::new(Some(&qn), "32", 2011, PW, &mn, Some(Flag::new(Version::V2017, false, true)));
                 p.push_group([("DataTime", "20240102030400")]);
                 p.push_group([("w01018-Rtd", "12.5"), ("w01018-Flag", "N")]);
                 p.push_group([("w00000-Rtd", "3.25"), ("w00000-Flag", "N")]);
@@ -275,6 +282,14 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
     );
     token.cancel();
     if let Some(h) = handle {
+        let m = h.metrics();
+        println!(
+            "quality: {} (inputs {}, dropped {}, alerts {})",
+            if args.no_quality { "off" } else { "on" },
+            m.get("quality_inputs"),
+            m.get("quality_inputs_dropped"),
+            m.get("quality_alerts")
+        );
         let _ = tokio::time::timeout(Duration::from_secs(10), h.wait()).await;
     }
     Ok(())

@@ -61,15 +61,7 @@ pub(crate) const DAY: Ms = 86_400_000;
 
 /// The time of a millisecond count; 1970-01-01 when out of range.
 pub(crate) fn dt(ms: Ms) -> DateTime {
-    DateTime::from_millis(ms).unwrap_or(DateTime {
-        year: 1970,
-        month: 1,
-        day: 1,
-        hour: 0,
-        minute: 0,
-        second: 0,
-        millis: 0,
-    })
+    DateTime::from_millis_or_epoch(ms)
 }
 
 /// `YYYY-MM-DD` of a day number (days since 1970-01-01).

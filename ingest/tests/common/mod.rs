@@ -48,6 +48,7 @@ pub fn entry(mn: &str, pw: &str) -> RegistryEntry {
         allowed_st: vec!["32".into()],
         code_table: Default::default(),
         crc: "auto".into(),
+        ..RegistryEntry::default()
     }
 }
 
@@ -62,6 +63,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.packet_log.path = dir.join("packets.log");
     c.spool.path = dir.join("spool");
     c.metrics.listen = "127.0.0.1:0".into();
+    c.quality.state_path = dir.join("quality.json");
     c.limits.ack_timeout_secs = 20;
     c.shutdown_timeout_secs = 5;
     c.registry = vec![RegistryEntry {
@@ -70,6 +72,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         allowed_st: vec!["32".into()],
         code_table: Default::default(),
         crc: "auto".into(),
+        ..RegistryEntry::default()
     }];
     c
 }
@@ -265,7 +268,6 @@ pub fn upload_from(mn: &str, qn: &str, cn: u16, ack: bool, pw: &str) -> Vec<u8> 
     p.to_frame(CrcVariant::Hj212).unwrap()
 }
 
-
 /// A TCP proxy between the daemon and the broker that can swallow the broker's replies and cut
 /// every connection, to lose PUBACKs on purpose.
 pub struct Proxy {
@@ -338,7 +340,6 @@ impl Proxy {
         old.cancel();
     }
 }
-
 
 /// Publishes one message at QoS 1 and waits for its PUBACK.
 pub async fn mqtt_publish(broker: (&str, u16), topic: &str, payload: &[u8]) {

@@ -1,0 +1,439 @@
+//! The data-quality engine inside the daemon: one task owns the sans-IO [`Engine`] and talks to
+//! the rest of the daemon only through a bounded queue of inputs, the MQTT ledger and the
+//! commands path.
+//!
+//! ```text
+//! connection tasks ──try_send──▶ [bounded queue] ──▶ quality task (owns Engine)
+//!   (messages, connect/close,                         │ alerts  → {prefix}/alert/{mn}
+//!    CRC/auth failures)                               │ daily   → {prefix}/report/{mn} + state file
+//! commands path ──try_send──▶ (history ends, 3011)    │ recovery→ {prefix}/recovery/{mn} + state file
+//!                                                     │ request → commands::send_request (A=1, QN)
+//!                                                     └ tick every `quality.tick_secs`
+//! ```
+//!
+//! Invariants:
+//! * Nothing on the frame → PUBACK → 9014 path waits for the engine: inputs are offered with
+//!   `try_send`; when the queue is full they are dropped and counted (`quality_inputs_dropped`).
+//! * Times given to the engine are on the sites' civil scale: UTC plus `utc_offset_minutes`.
+//! * Replies to the engine's history requests are matched by QN in the commands path and come
+//!   back as `HistoryFinished`; the 9011/9012 frames themselves are not fed as messages, so a reply
+//!   to another command can never end a recovery.
+//!
+//! The state file (`quality.state_path`, JSON, see [`State`]) holds the daily records, the online
+//! values used by comparisons, the last recovery records and the networking status. It is written
+//! every `quality.persist_secs` and at shutdown (temporary file, then rename), and read back at
+//! start so that settled days survive restarts. `hj212-ingest report` and `compare` read it.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hj212_codec::Packet;
+use hj212_codec::message::Message;
+use hj212_codec::time::DateTime;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::commands::{self, Origin};
+use crate::conn::{Shared, now_ms, topic_segment};
+use crate::metrics::Metrics;
+use crate::quality::{
+    Action, DailyRecord, Engine, Event, LabSample, LinkStatus, OnlineValue, QualityConfig, RecoveryRecord,
+    comparison::{ComparisonReport, compare},
+};
+
+/// Recovery records kept in the state file.
+const RECOVERIES_KEPT: usize = 1000;
+/// Days recomputed from the engine at every write (the others are settled records).
+const RECENT_DAYS: i64 = 3;
+
+/// One input for the engine, with the UTC time it happened.
+#[derive(Debug)]
+pub(crate) enum Input {
+    Message { at_ms: i64, mn: String, message: Message },
+    Opened { at_ms: i64, mn: String, conn: u64 },
+    Closed { at_ms: i64, mn: String, conn: u64 },
+    CrcFailure { at_ms: i64, key: String },
+    AuthFailure { at_ms: i64, key: String },
+    CommandSent { at_ms: i64, mn: String, message: Message },
+    HistoryFinished { at_ms: i64, mn: String, ok: bool },
+}
+
+/// The sending side of the engine's queue, held by the connections and the commands path.
+/// Every method returns at once.
+#[derive(Debug, Clone)]
+pub(crate) struct Feed {
+    tx: mpsc::Sender<Input>,
+    metrics: Arc<Metrics>,
+}
+
+impl Feed {
+    fn push(&self, input: Input) {
+        match self.tx.try_send(input) {
+            Ok(()) => Metrics::inc(&self.metrics.counters.quality_inputs),
+            Err(_) => Metrics::inc(&self.metrics.counters.quality_inputs_dropped),
+        }
+    }
+
+    /// An authenticated frame. Answers (90xx) are left out: the commands path reports how the
+    /// engine's own requests ended. A frame whose message does not parse counts as traffic.
+    pub(crate) fn packet(&self, at_ms: i64, mn: &str, packet: &Packet<'_>) {
+        if (9011..=9014).contains(&packet.cn()) {
+            return;
+        }
+        let message = Message::from_packet(packet).unwrap_or(Message::Heartbeat);
+        self.push(Input::Message { at_ms, mn: mn.to_string(), message });
+    }
+
+    /// Connection `conn` carries frames of `mn` from now on.
+    pub(crate) fn opened(&self, mn: &str, conn: u64) {
+        self.push(Input::Opened { at_ms: now_ms(), mn: mn.to_string(), conn });
+    }
+
+    /// Connection `conn`, which carried `mn`, closed.
+    pub(crate) fn closed(&self, mn: &str, conn: u64) {
+        self.push(Input::Closed { at_ms: now_ms(), mn: mn.to_string(), conn });
+    }
+
+    /// A frame failed its CRC; `key` is its MN when readable, else the peer.
+    pub(crate) fn crc_failure(&self, key: &str) {
+        self.push(Input::CrcFailure { at_ms: now_ms(), key: key.to_string() });
+    }
+
+    /// A frame failed authentication; `key` as for [`Feed::crc_failure`].
+    pub(crate) fn auth_failure(&self, key: &str) {
+        self.push(Input::AuthFailure { at_ms: now_ms(), key: key.to_string() });
+    }
+
+    /// A command from the command topic was sent to `mn` (calibration evidence for 3011).
+    pub(crate) fn command_sent(&self, mn: &str, data_segment: &str) {
+        let decoded = Packet::parse(data_segment.as_bytes()).ok().and_then(|p| Message::from_packet(&p).ok());
+        if let Some(message) = decoded {
+            self.push(Input::CommandSent { at_ms: now_ms(), mn: mn.to_string(), message });
+        }
+    }
+
+    /// One of the engine's history requests to `mn` ended (9012, refusing 9011, timeout, close).
+    pub(crate) fn history_finished(&self, mn: &str, ok: bool) {
+        self.push(Input::HistoryFinished { at_ms: now_ms(), mn: mn.to_string(), ok });
+    }
+}
+
+/// What the daemon persists for the `report` and `compare` subcommands (JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// When it was written, site civil time `YYYYMMDDhhmmss`.
+    pub written_at: String,
+    /// The daemon's `utc_offset_minutes`.
+    pub utc_offset_minutes: i32,
+    /// Daily accounting records: settled ones, and the recent days recomputed at every write
+    /// (`complete = false` for a day in progress).
+    pub daily: Vec<DailyRecord>,
+    /// Online values kept for comparisons (the first CN of `comparison.online_cns`).
+    pub online: Vec<OnlineValue>,
+    /// The last finished gap-recovery requests, oldest first.
+    pub recoveries: Vec<RecoveryRecord>,
+    /// The networking status of every known MN.
+    pub network: Vec<LinkStatus>,
+}
+
+impl State {
+    /// Reads a state file.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a state file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a quality state file", path.display()))
+    }
+
+    /// The daily records of one civil day (`YYYY-MM-DD`), of one MN or all.
+    #[must_use]
+    pub fn day(&self, date: &str, mn: Option<&str>) -> Vec<DailyRecord> {
+        self.daily.iter().filter(|r| r.date == date && mn.is_none_or(|m| m == r.mn)).cloned().collect()
+    }
+
+    /// Compares laboratory samples of one MN (or all) with the persisted online values.
+    #[must_use]
+    pub fn compare(&self, lab: &[LabSample], mn: Option<&str>, cfg: &QualityConfig) -> ComparisonReport {
+        let lab: Vec<LabSample> = lab.iter().filter(|s| mn.is_none_or(|m| m == s.mn)).cloned().collect();
+        let online: Vec<OnlineValue> = self
+            .online
+            .iter()
+            .filter(|o| lab.iter().any(|l| l.mn == o.mn && l.pollutant == o.pollutant))
+            .cloned()
+            .collect();
+        compare(&lab, &online, &cfg.comparison)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The civil time of a UTC millisecond count.
+fn civil(utc_ms: i64, offset_minutes: i32) -> DateTime {
+    DateTime::civil_from_utc(utc_ms, offset_minutes)
+}
+
+/// Creates the queue; the [`Feed`] goes into `Shared`, the receiver to [`run`].
+pub(crate) fn channel(capacity: usize, metrics: Arc<Metrics>) -> (Feed, mpsc::Receiver<Input>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (Feed { tx, metrics }, rx)
+}
+
+/// The task that owns the engine.
+struct Task {
+    engine: Engine,
+    shared: Arc<Shared>,
+    offset: i32,
+    prefix: String,
+    conns: HashMap<String, HashSet<u64>>,
+    settled: BTreeMap<(String, u16, String), DailyRecord>,
+    online_loaded: Vec<OnlineValue>,
+    recoveries: VecDeque<RecoveryRecord>,
+    next_id: u64,
+}
+
+/// Runs the engine until shutdown, then drains the queue and writes the state file.
+pub(crate) async fn run(
+    mut rx: mpsc::Receiver<Input>,
+    shared: Arc<Shared>,
+    mut config_rx: watch::Receiver<QualityConfig>,
+) {
+    let config = shared.config.clone();
+    let q = &config.quality;
+    let engine_cfg = config_rx.borrow_and_update().clone();
+    let mut task = Task {
+        engine: Engine::new(engine_cfg),
+        offset: config.utc_offset_minutes,
+        prefix: config.mqtt.prefix.clone(),
+        conns: HashMap::new(),
+        settled: BTreeMap::new(),
+        online_loaded: Vec::new(),
+        recoveries: VecDeque::new(),
+        next_id: 0,
+        shared: shared.clone(),
+    };
+    let state_path = q.state_path.clone();
+    if !state_path.as_os_str().is_empty() && state_path.exists() {
+        match State::load(&state_path) {
+            Ok(state) => {
+                tracing::info!(path = %state_path.display(), days = state.daily.len(), "Quality state loaded.");
+                task.settled = state
+                    .daily
+                    .into_iter()
+                    .filter(|r| r.complete)
+                    .map(|r| ((r.mn.clone(), r.cn, r.date.clone()), r))
+                    .collect();
+                task.online_loaded = state.online;
+                task.recoveries = state.recoveries.into();
+            }
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "Quality state not loaded; starting afresh."),
+        }
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(q.tick_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut persist = tokio::time::interval(Duration::from_secs(q.persist_secs));
+    persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    persist.tick().await;
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                task.input(input);
+                // Take what is queued without yielding between inputs, up to a bound.
+                for _ in 0..1024 {
+                    match rx.try_recv() {
+                        Ok(input) => task.input(input),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = task.now();
+                let actions = task.engine.tick(now);
+                task.act(now, actions);
+            }
+            _ = persist.tick() => task.persist(&state_path).await,
+            changed = config_rx.changed() => {
+                if changed.is_ok() {
+                    let cfg = config_rx.borrow_and_update().clone();
+                    let now = task.now();
+                    task.engine.set_config(now, cfg);
+                    tracing::info!("Quality configuration reloaded.");
+                }
+            }
+        }
+    }
+    while let Ok(input) = rx.try_recv() {
+        task.input(input);
+    }
+    task.persist(&state_path).await;
+    tracing::debug!("Quality task stopped.");
+}
+
+impl Task {
+    fn now(&self) -> DateTime {
+        civil(now_ms(), self.offset)
+    }
+
+    fn input(&mut self, input: Input) {
+        let (at, actions) = match input {
+            Input::Message { at_ms, mn, message } => {
+                let at = civil(at_ms, self.offset);
+                (at, self.engine.feed_message(at, &mn, &message))
+            }
+            Input::Opened { at_ms, mn, conn } => {
+                let at = civil(at_ms, self.offset);
+                let set = self.conns.entry(mn.clone()).or_default();
+                let first = set.is_empty();
+                set.insert(conn);
+                (at, if first { self.engine.feed_event(at, Event::Connected { mn }) } else { Vec::new() })
+            }
+            Input::Closed { at_ms, mn, conn } => {
+                let at = civil(at_ms, self.offset);
+                let last = self.conns.get_mut(&mn).is_some_and(|set| set.remove(&conn) && set.is_empty());
+                if last {
+                    self.conns.remove(&mn);
+                }
+                (at, if last { self.engine.feed_event(at, Event::Disconnected { mn }) } else { Vec::new() })
+            }
+            Input::CrcFailure { at_ms, key } => {
+                let at = civil(at_ms, self.offset);
+                (at, self.engine.feed_event(at, Event::CrcFailure { key }))
+            }
+            Input::AuthFailure { at_ms, key } => {
+                let at = civil(at_ms, self.offset);
+                (at, self.engine.feed_event(at, Event::AuthFailure { key }))
+            }
+            Input::CommandSent { at_ms, mn, message } => {
+                let at = civil(at_ms, self.offset);
+                (at, self.engine.feed_event(at, Event::CommandSent { mn, message }))
+            }
+            Input::HistoryFinished { at_ms, mn, ok } => {
+                let at = civil(at_ms, self.offset);
+                (at, self.engine.feed_event(at, Event::HistoryFinished { mn, ok }))
+            }
+        };
+        self.act(at, actions);
+    }
+
+    fn publish(&self, kind: &str, mn: &str, body: Vec<u8>) {
+        let topic = format!("{}/{kind}/{}", self.prefix, topic_segment(mn));
+        if let Err(error) = self.shared.ledger.publish(topic, body, false, None) {
+            tracing::warn!(mn, kind, %error, "Could not publish a data-quality message.");
+        }
+    }
+
+    fn act(&mut self, now: DateTime, actions: Vec<Action>) {
+        let mut work: VecDeque<Action> = actions.into();
+        let metrics = self.shared.metrics.clone();
+        while let Some(action) = work.pop_front() {
+            match action {
+                Action::Alert(alert) => {
+                    metrics.count_quality_alert(alert.rule.name());
+                    tracing::warn!(mn = %alert.mn, rule = alert.rule.name(), subject = ?alert.subject, "{}", alert.message);
+                    self.publish("alert", &alert.mn, serde_json::to_vec(&alert).unwrap_or_default());
+                }
+                Action::Request { mn, message } => {
+                    self.next_id += 1;
+                    let command = commands::Command {
+                        id: format!("quality-{}", self.next_id),
+                        cn: message.cn(),
+                        groups: message
+                            .to_cp()
+                            .into_iter()
+                            .map(|g| g.into_iter().map(|p| (p.key, p.value.unwrap_or_default())).collect())
+                            .collect(),
+                    };
+                    match commands::send_request(&self.shared, &mn, &command, Origin::Quality) {
+                        Ok(qn) => {
+                            Metrics::inc(&metrics.counters.quality_requests_sent);
+                            tracing::info!(mn, qn, cn = command.cn, "Gap-recovery request sent.");
+                        }
+                        Err(error) => {
+                            Metrics::inc(&metrics.counters.quality_requests_failed);
+                            tracing::info!(mn, error, "Gap-recovery request not sent.");
+                            work.extend(self.engine.feed_event(now, Event::HistoryFinished { mn, ok: false }));
+                        }
+                    }
+                }
+                Action::Recovery(record) => {
+                    Metrics::inc(&metrics.counters.quality_recoveries);
+                    tracing::info!(mn = %record.mn, outcome = ?record.outcome, "Gap recovery finished.");
+                    self.publish("recovery", &record.mn, serde_json::to_vec(&record).unwrap_or_default());
+                    self.recoveries.push_back(record);
+                    while self.recoveries.len() > RECOVERIES_KEPT {
+                        self.recoveries.pop_front();
+                    }
+                }
+                Action::Daily(record) => {
+                    Metrics::inc(&metrics.counters.quality_daily_records);
+                    self.publish("report", &record.mn, serde_json::to_vec(&record).unwrap_or_default());
+                    self.settled.insert((record.mn.clone(), record.cn, record.date.clone()), record);
+                }
+            }
+        }
+    }
+
+    /// Builds the state and writes it on a blocking thread.
+    async fn persist(&mut self, path: &Path) {
+        if path.as_os_str().is_empty() {
+            return;
+        }
+        let now = self.now();
+        let cfg = self.engine.config();
+        let day_ms = 86_400_000;
+        let keep = i64::from(cfg.accounting.keep_days.max(1));
+        let today = now.to_millis().div_euclid(day_ms);
+        let oldest = crate::quality::date_string(today - keep);
+        self.settled.retain(|(_, _, date), _| *date >= oldest);
+        let mut daily = self.settled.clone();
+        let from = civil((today - RECENT_DAYS + 1) * day_ms - i64::from(self.offset) * 60_000, self.offset);
+        for r in self.engine.daily_records(now, None, from, now) {
+            daily.insert((r.mn.clone(), r.cn, r.date.clone()), r);
+        }
+        let online_cn = cfg.comparison.online_cns.first().copied();
+        let horizon = now.to_millis() - (cfg.comparison.keep_online_hours * 3_600_000.0) as i64;
+        let mut online: Vec<OnlineValue> =
+            self.engine.online_values().into_iter().filter(|o| Some(o.cn) == online_cn).collect();
+        let seen: HashSet<(String, String, i64)> =
+            online.iter().map(|o| (o.mn.clone(), o.pollutant.clone(), o.time.to_millis())).collect();
+        self.online_loaded.retain(|o| {
+            o.time.to_millis() >= horizon && !seen.contains(&(o.mn.clone(), o.pollutant.clone(), o.time.to_millis()))
+        });
+        online.extend(self.online_loaded.iter().cloned());
+        let state = State {
+            written_at: now.to_string(),
+            utc_offset_minutes: self.offset,
+            daily: daily.into_values().collect(),
+            online,
+            recoveries: self.recoveries.iter().cloned().collect(),
+            network: self.engine.network_status(now),
+        };
+        let bytes = match serde_json::to_vec(&state) {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::error!(%error, "Cannot serialise the quality state.");
+                return;
+            }
+        };
+        let path = path.to_path_buf();
+        let written = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes).map_err(|e| (path, e))).await;
+        if let Ok(Err((path, error))) = written {
+            Metrics::inc(&self.shared.metrics.counters.quality_state_errors);
+            tracing::warn!(path = %path.display(), %error, "Cannot write the quality state.");
+        }
+    }
+}
