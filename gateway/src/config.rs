@@ -29,6 +29,11 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// An SM4 key as `NewSK` carries it: 16 printable ASCII characters.
+fn valid_key(k: &str) -> bool {
+    k.len() == 16 && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn bad(path: impl fmt::Display, why: impl fmt::Display) -> ConfigError {
     ConfigError(format!("{path}: {why}"))
 }
@@ -47,6 +52,9 @@ pub struct Config {
     pub serial: Vec<SerialPort>,
     /// Platforms to upload to (one or more).
     pub platform: Vec<Platform>,
+    /// The DAU's hardware identifiers, uploaded with CN 1001 when an HJ 212-2025 platform
+    /// registers it.
+    pub hardware: Hardware,
     /// The store-and-forward database.
     pub store: Store,
     /// The packet log.
@@ -63,6 +71,7 @@ impl Default for Config {
             acquisition: Acquisition::default(),
             serial: Vec::new(),
             platform: vec![Platform::default()],
+            hardware: Hardware::default(),
             store: Store::default(),
             packet_log: PacketLog::default(),
             metrics: Metrics::default(),
@@ -322,7 +331,7 @@ pub struct Platform {
     pub name: String,
     /// `host:port` of the platform's listener.
     pub address: String,
-    /// The protocol version: 2017 (default) or 2005.
+    /// The protocol version: 2017 (default), 2025 or 2005 (`Flag` version bits 1, 2 or 0).
     pub version: u16,
     /// A password for this platform instead of `site.pw` (never logged).
     pub password: Option<String>,
@@ -344,6 +353,20 @@ pub struct Platform {
     pub reconnect_min_ms: u64,
     /// Longest reconnect delay, milliseconds.
     pub reconnect_max_ms: u64,
+    /// HJ 212-2025 `CP` encryption (§6.4): off, or SM4 with [`Platform::key`].
+    pub encryption: Encryption,
+    /// How ciphertext is written on the wire (see `docs/decisions/0004-*`).
+    pub cipher_form: CipherForm,
+    /// The initial SM4 key, 16 characters (never logged). Once the platform has sent a new key
+    /// (CN 1014 `NewSK`), the key kept in the store wins over this one.
+    pub key: Option<String>,
+    /// Ask the platform for a new key (CN 1014) when the key in use is older than this.
+    pub key_rotation_days: u32,
+    /// Seconds a replaced key is still tried for decrypting frames from the platform.
+    pub key_grace_secs: u64,
+    /// HJ 212-2025 registration: while the platform has assigned no MN, upload the hardware
+    /// identifiers (CN 1001, empty MN) and wait for CN 1002 before sending data.
+    pub register: bool,
 }
 
 impl fmt::Debug for Platform {
@@ -362,6 +385,12 @@ impl fmt::Debug for Platform {
             .field("max_in_flight", &self.max_in_flight)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .field("encryption", &self.encryption)
+            .field("cipher_form", &self.cipher_form)
+            .field("key", &self.key.as_ref().map(|_| "****************"))
+            .field("key_rotation_days", &self.key_rotation_days)
+            .field("key_grace_secs", &self.key_grace_secs)
+            .field("register", &self.register)
             .finish()
     }
 }
@@ -382,8 +411,81 @@ impl Default for Platform {
             max_in_flight: 8,
             reconnect_min_ms: 1000,
             reconnect_max_ms: 60_000,
+            encryption: Encryption::Off,
+            cipher_form: CipherForm::Binary,
+            key: None,
+            key_rotation_days: 90,
+            key_grace_secs: 3600,
+            register: false,
         }
     }
+}
+
+impl Platform {
+    /// The protocol version as the codec knows it.
+    #[must_use]
+    pub const fn codec_version(&self) -> hj212_codec::Version {
+        match self.version {
+            2005 => hj212_codec::Version::V2005,
+            2025 => hj212_codec::Version::V2025,
+            _ => hj212_codec::Version::V2017,
+        }
+    }
+
+    /// True for an HJ 212-2025 platform with SM4 encryption on.
+    #[must_use]
+    pub fn encrypts(&self) -> bool {
+        self.version == 2025 && self.encryption == Encryption::Sm4
+    }
+}
+
+/// HJ 212-2025 `CP` encryption of a platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encryption {
+    /// Everything in clear (allowed on private networks, §6.4.1).
+    #[default]
+    Off,
+    /// SM4-ECB of `CP` for the commands §6.4.4 lists (2000–2999, 1014, 3020).
+    Sm4,
+}
+
+/// How a platform wants ciphertext written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CipherForm {
+    /// Raw ciphertext bytes; length field and CRC of the plaintext (the standard's reading).
+    #[default]
+    Binary,
+    /// `{0xE4,0x3E,…}` text; length field and CRC of that text (some implementations).
+    HexText,
+}
+
+impl CipherForm {
+    /// The codec's form.
+    #[must_use]
+    pub const fn codec(self) -> hj212_codec::crypt::CipherForm {
+        match self {
+            Self::Binary => hj212_codec::crypt::CipherForm::Binary,
+            Self::HexText => hj212_codec::crypt::CipherForm::HexText,
+        }
+    }
+}
+
+/// The DAU's hardware identifiers for HJ 212-2025 registration (CN 1001, `i23005`–`i23008`).
+/// Empty values are read from the system at start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hardware {
+    /// `i23005`: the DAU's identifier (24 characters in the standard's example). Required when a
+    /// platform has `register = true`.
+    pub dau_id: String,
+    /// `i23006`: the CPU identifier; empty reads the `Serial` line of `/proc/cpuinfo`, else
+    /// `/etc/machine-id`.
+    pub cpu_id: String,
+    /// `i23007`, `i23008`: MAC addresses (12 hex digits); empty reads the first two interfaces of
+    /// `/sys/class/net` (by name, loopback and all-zero addresses left out).
+    pub macs: Vec<String>,
 }
 
 /// The store-and-forward database.
@@ -468,6 +570,8 @@ impl Config {
     /// | `HJ212_GATEWAY_METRICS_ADDRESS` | `metrics.address` |
     /// | `HJ212_GATEWAY_SHUTDOWN_TIMEOUT_SECS` | `shutdown_timeout_secs` |
     /// | `HJ212_GATEWAY_PLATFORM_<NAME>_ADDRESS` | `address` of the platform `<name>` (upper case, `-` as `_`) |
+    /// | `HJ212_GATEWAY_PLATFORM_<NAME>_KEY` | `key` of the platform `<name>` |
+    /// | `HJ212_GATEWAY_DAU_ID` | `hardware.dau_id` |
     ///
     /// # Errors
     /// A value that does not parse.
@@ -499,10 +603,14 @@ impl Config {
         env!("HJ212_GATEWAY_PACKET_LOG", |name, v| self.packet_log.path = v.into());
         env!("HJ212_GATEWAY_METRICS_ADDRESS", |name, v| self.metrics.address = v);
         env!("HJ212_GATEWAY_SHUTDOWN_TIMEOUT_SECS", |name, v| self.shutdown_timeout_secs = num(name, &v)?);
+        env!("HJ212_GATEWAY_DAU_ID", |name, v| self.hardware.dau_id = v);
         for p in &mut self.platform {
-            let key = format!("HJ212_GATEWAY_PLATFORM_{}_ADDRESS", p.name.to_ascii_uppercase().replace('-', "_"));
-            if let Some(v) = get(&key) {
+            let prefix = format!("HJ212_GATEWAY_PLATFORM_{}", p.name.to_ascii_uppercase().replace('-', "_"));
+            if let Some(v) = get(&format!("{prefix}_ADDRESS")) {
                 p.address = v;
+            }
+            if let Some(v) = get(&format!("{prefix}_KEY")) {
+                p.key = Some(v);
             }
         }
         Ok(())
@@ -598,8 +706,31 @@ impl Config {
             if !p.address.contains(':') {
                 return Err(bad(format!("{path}.address"), format!("{:?} is not host:port", p.address)));
             }
-            if !matches!(p.version, 2005 | 2017) {
-                return Err(bad(format!("{path}.version"), "must be 2017 or 2005"));
+            if !matches!(p.version, 2005 | 2017 | 2025) {
+                return Err(bad(format!("{path}.version"), "must be 2017, 2025 or 2005"));
+            }
+            if p.encryption == Encryption::Sm4 {
+                if p.version != 2025 {
+                    return Err(bad(format!("{path}.encryption"), "SM4 needs version = 2025"));
+                }
+                if !p.key.as_deref().is_some_and(valid_key) {
+                    return Err(bad(format!("{path}.key"), "SM4 needs a key of 16 printable ASCII characters"));
+                }
+            }
+            if p.key.as_deref().is_some_and(|k| !valid_key(k)) {
+                return Err(bad(format!("{path}.key"), "must be 16 printable ASCII characters"));
+            }
+            if p.key_rotation_days == 0 {
+                return Err(bad(format!("{path}.key_rotation_days"), "must be at least 1"));
+            }
+            if p.register {
+                if p.version != 2025 {
+                    return Err(bad(format!("{path}.register"), "registration (CN 1001/1002) needs version = 2025"));
+                }
+                let id = &self.hardware.dau_id;
+                if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(bad("hardware.dau_id", "registration needs 1 to 64 ASCII letters or digits"));
+                }
             }
             if !(1..=99).contains(&p.over_time_secs) || !(1..=99).contains(&p.re_count) {
                 return Err(bad(&path, "over_time_secs and re_count must be 1–99 (HJ 212-2017 C.1)"));
@@ -624,6 +755,17 @@ impl Config {
             return Err(bad("metrics.address", format!("{:?} is not ip:port", self.metrics.address)));
         }
         Ok(())
+    }
+
+    /// The MN a platform knows this site by: the one it assigned (CN 1002, kept in the store),
+    /// else empty for a platform that registers the DAU, else `site.mn`.
+    #[must_use]
+    pub fn platform_mn(&self, p: &Platform, assigned: Option<String>) -> String {
+        match assigned {
+            Some(mn) if p.register => mn,
+            _ if p.register => String::new(),
+            _ => self.site.mn.clone(),
+        }
     }
 
     /// The password a platform uses: its override, else the site's.
@@ -675,5 +817,33 @@ mod tests {
     fn debug_output_hides_passwords() {
         let c = Config::default();
         assert!(!format!("{c:?}").contains("123456"));
+    }
+
+    #[test]
+    fn a_2025_platform_with_sm4_and_registration() {
+        let text = "[hardware]\ndau_id = \"6970000000001ABCDEFG1234\"\n[[platform]]\nname = \"p\"\naddress = \"127.0.0.1:1\"\nversion = 2025\nencryption = \"sm4\"\ncipher_form = \"hex-text\"\nkey = \"Secret-Key-12345\"\nregister = true\n";
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        let p = &c.platform[0];
+        assert!(p.encrypts() && p.register);
+        assert_eq!(p.cipher_form, CipherForm::HexText);
+        assert_eq!(p.key_rotation_days, 90);
+        assert_eq!(p.codec_version(), hj212_codec::Version::V2025);
+        assert!(!format!("{c:?}").contains("Secret-Key"));
+        assert_eq!(c.platform_mn(p, None), "");
+        assert_eq!(c.platform_mn(p, Some("ABC".into())), "ABC");
+
+        let mut bad = c.clone();
+        bad.platform[0].key = Some("short".into());
+        assert!(bad.validate().unwrap_err().0.starts_with("platform[0].key"));
+        let mut bad = c.clone();
+        bad.platform[0].version = 2017;
+        assert!(bad.validate().unwrap_err().0.starts_with("platform[0].encryption"));
+        let mut bad = c.clone();
+        bad.hardware.dau_id.clear();
+        assert!(bad.validate().unwrap_err().0.starts_with("hardware.dau_id"));
+        let mut env = c;
+        env.apply_env(|k| (k == "HJ212_GATEWAY_PLATFORM_P_KEY").then(|| "0123456789abcdef".into())).unwrap();
+        assert_eq!(env.platform[0].key.as_deref(), Some("0123456789abcdef"));
     }
 }

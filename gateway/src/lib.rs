@@ -21,6 +21,7 @@ pub mod serial;
 pub mod site;
 pub mod store;
 pub mod uplink;
+pub mod v2025;
 
 use std::sync::Arc;
 

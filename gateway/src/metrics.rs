@@ -41,6 +41,10 @@ pub struct Metrics {
     pub connects: AtomicU64,
     /// Platforms connected now.
     pub links_up: AtomicU64,
+    /// HJ 212-2025 frames from platforms that no key decrypted (dropped).
+    pub decrypt_failures: AtomicU64,
+    /// HJ 212-2025 keys installed from a platform's CN 1014.
+    pub keys_installed: AtomicU64,
 }
 
 impl Metrics {
@@ -66,6 +70,8 @@ impl Metrics {
             ("uploads_acked_total", &self.uploads_acked),
             ("requests_total", &self.requests),
             ("connects_total", &self.connects),
+            ("decrypt_failures_total", &self.decrypt_failures),
+            ("keys_installed_total", &self.keys_installed),
         ];
         for (name, c) in counters {
             let _ =

@@ -16,24 +16,46 @@
 //! - The connection is re-established with exponential backoff (`reconnect_min_ms` doubling to
 //!   `reconnect_max_ms`) and ±25 % jitter.
 //!
+//! # HJ 212-2025 platforms (`version = 2025`)
+//!
+//! - Uploads carry `Flag` version bits 2; records replayed from the backlog carry `RF=1`
+//!   (back-fill); live records still go first.
+//! - With `encryption = "sm4"`, frames of the commands HJ 212-2025 §6.4.4 lists are sealed on
+//!   their way to the socket and frames from the platform are opened before they are decoded
+//!   ([`crate::v2025`]); a frame no key opens is logged, counted
+//!   (`hj212_gateway_decrypt_failures_total`) and dropped.
+//! - With `register = true` and no MN assigned yet, the link first uploads the hardware
+//!   identifiers (CN 1001, empty MN) and sends no data until the platform's CN 1002 assigns an
+//!   MN, which is kept in the store (`mn/<platform>`) and used from then on.
+//! - Keys: the link asks for a new key (CN 1014 `SKCreateTime`) after registration and whenever
+//!   the key in use is older than `key_rotation_days`; a platform's CN 1014 with `NewSK` installs
+//!   the new key (9011, stored, 9012), used from the next frame on.
+//! - 1001, 1014 and the heartbeat 9015 are sent with Flag D=1 and wait for the platform's `9013`
+//!   (resent after `OverTime`, up to `ReCount` times; then the link is dropped). The codec's
+//!   session only knows `9014` for what a site sends, so these are tracked here.
+//!
 //! # Platform requests
 //!
 //! Handled: 1000 (by the session), 1011/1012 time, 1061–1064 intervals, 1072 password, 2011/2021
 //! start, 2012/2022 stop (notifications), 2031/2041/2051/2061 history from the store, 3020
 //! (latest dynamic-control value) and 3021 (write through the serial port, when the analyzer's
-//! profile has the point). Every other CN is refused by the session with `QnRtn=8`. Bad
+//! profile has the point); for HJ 212-2025 platforms also 1002 (MN assignment) and 1014 (new key).
+//! Every other CN is refused by the session with `QnRtn=8`. Bad
 //! parameters get `ExeRtn=3`, an empty history `ExeRtn=100`, a 1012 that the configuration
 //! does not allow `QnRtn=2`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hj212_codec::codes::{Command, ExeRtn, QnRtn};
+use hj212_codec::crypt::Key;
 use hj212_codec::encode::OwnedPacket;
 use hj212_codec::log::Direction;
-use hj212_codec::message::{InfoItem, Message};
+use hj212_codec::message::{Header, InfoItem, Message};
+use hj212_codec::qn::QnGenerator;
 use hj212_codec::session::{self, Checks, Event, Failure, Now, Outgoing, Role, Session};
+use hj212_codec::time::DateTime;
 use hj212_codec::{DecodeOptions, Decoded, Flag, Packet, Split, Splitter, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,10 +67,17 @@ use crate::metrics::Metrics;
 use crate::packet_log::PacketLog;
 use crate::site::{InfoLookup, Site, WriteError};
 use crate::store::Record;
+use crate::v2025::{self, KeyRing, Opened};
 
 /// The commands this gateway answers (the session refuses the rest with `QnRtn=8`).
 pub const SUPPORTED_REQUESTS: &[u16] =
     &[1000, 1011, 1012, 1061, 1062, 1063, 1064, 1072, 2011, 2021, 2031, 2041, 2051, 2061, 3020, 3021];
+
+/// The commands an HJ 212-2025 platform may send on top of [`SUPPORTED_REQUESTS`].
+pub const SUPPORTED_REQUESTS_2025: &[u16] = &[1002, 1014];
+
+/// How often the age of the key in use is checked.
+const KEY_CHECK: Duration = Duration::from_secs(3600);
 
 /// Most history records sent for one request.
 const MAX_HISTORY: usize = 10_000;
@@ -59,6 +88,20 @@ struct Upload {
     realtime: bool,
     facility_state: bool,
     password: String,
+    /// The MN this platform knows us by (empty while an HJ 212-2025 registration is pending).
+    mn: String,
+    /// The SM4 keys, when the platform encrypts.
+    keys: Option<KeyRing>,
+}
+
+/// A frame of ours (1001, 1014, 9015) that waits for the platform's `9013`.
+#[derive(Debug)]
+struct Note {
+    qn: String,
+    cn: u16,
+    frame: Vec<u8>,
+    deadline: Instant,
+    resends: u16,
 }
 
 /// Runs the uplink to `platform` until `shutdown`.
@@ -67,7 +110,18 @@ pub async fn run(site: Arc<Site>, log: Arc<PacketLog>, platform: Platform, shutd
         .store
         .meta(&format!("pw/{}", platform.name))
         .unwrap_or_else(|| site.config.platform_password(&platform).to_string());
-    let mut up = Upload { realtime: true, facility_state: true, password };
+    let assigned = site.store.meta(&format!("mn/{}", platform.name));
+    let mn = site.config.platform_mn(&platform, assigned);
+    let keys = if platform.encrypts() {
+        let Some(initial) = platform.key.as_deref().and_then(Key::from_text) else {
+            tracing::error!(platform = %platform.name, "SM4 encryption is on but the key is unusable; uplink not started.");
+            return;
+        };
+        Some(KeyRing::load(site.store.as_ref(), &platform.name, initial, site.clock.now(), platform.key_grace_secs))
+    } else {
+        None
+    };
+    let mut up = Upload { realtime: true, facility_state: true, password, mn, keys };
     let min = Duration::from_millis(platform.reconnect_min_ms);
     let max = Duration::from_millis(platform.reconnect_max_ms);
     let mut delay = min;
@@ -141,9 +195,18 @@ struct Link<'a> {
     written_unacked: Vec<u64>,
     live_next: u64,
     backlog_next: u64,
-    backlog_end: u64,
+    /// The newest record at connect time; `None` when the queue was empty (sequence numbers
+    /// start at 0, so the first record ever is live, not backlog).
+    backlog_end: Option<u64>,
     next_backlog_at: Instant,
     last_sent: Instant,
+    /// Frames of ours sent outside the session (1001, 1014, 9015).
+    own_tx: VecDeque<Vec<u8>>,
+    /// Those of them waiting for `9013`.
+    notes: Vec<Note>,
+    qns: QnGenerator,
+    /// When to check the age of the key next.
+    next_key_check: Instant,
 }
 
 impl<'a> Link<'a> {
@@ -154,13 +217,19 @@ impl<'a> Link<'a> {
             up.password.clone(),
             site.config.site.st.clone(),
         );
-        cfg.version = if platform.version == 2005 { Version::V2005 } else { Version::V2017 };
+        cfg.version = platform.codec_version();
+        cfg.mn.clone_from(&up.mn);
         cfg.over_time_ms = platform.over_time_secs * 1000;
         cfg.re_count = platform.re_count;
         cfg.crc = platform.crc.variant();
-        cfg.checks = Checks { commands: Some(SUPPORTED_REQUESTS.to_vec()), ..Checks::default() };
+        let mut commands = SUPPORTED_REQUESTS.to_vec();
+        if platform.version == 2025 {
+            commands.extend_from_slice(SUPPORTED_REQUESTS_2025);
+        }
+        // While registration is pending we have no MN, and CN 1002 carries the new one.
+        cfg.checks = Checks { commands: Some(commands), mn: !up.mn.is_empty(), ..Checks::default() };
         cfg.limits.max_exchanges = cfg.limits.max_exchanges.max(platform.max_in_flight + 8);
-        let backlog_end = site.store.last_seq(&platform.name).unwrap_or(0);
+        let backlog_end = site.store.last_seq(&platform.name);
         let now = Instant::now();
         Self {
             site,
@@ -172,11 +241,106 @@ impl<'a> Link<'a> {
             start: now,
             in_flight: HashMap::new(),
             written_unacked: Vec::new(),
-            live_next: backlog_end.saturating_add(1),
+            live_next: backlog_end.map_or(0, |s| s.saturating_add(1)),
             backlog_next: 0,
             backlog_end,
             next_backlog_at: now,
             last_sent: now,
+            own_tx: VecDeque::new(),
+            notes: Vec::new(),
+            qns: QnGenerator::new(),
+            next_key_check: now,
+        }
+    }
+
+    /// True while backlog records remain to be replayed.
+    fn backlog_pending(&self) -> bool {
+        self.backlog_end.is_some_and(|end| self.backlog_next <= end)
+    }
+
+    /// False while an HJ 212-2025 registration waits for the platform's MN.
+    fn registered(&self) -> bool {
+        !(self.platform.register && self.up.mn.is_empty())
+    }
+
+    fn is_2025(&self) -> bool {
+        self.platform.version == 2025
+    }
+
+    /// Sends a message of ours with Flag D=1 outside the session and waits for its `9013`.
+    fn notify(&mut self, m: &Message) {
+        let qn = self.qns.next_string(self.site.clock.now());
+        let header = Header {
+            qn: Some(&qn),
+            st: &self.site.config.site.st,
+            pw: &self.up.password,
+            mn: &self.up.mn,
+            flag: Some(Flag::new(self.platform.codec_version(), false, true)),
+        };
+        match m.to_packet(&header).to_frame(self.platform.crc.variant()) {
+            Ok(frame) => {
+                self.own_tx.push_back(frame.clone());
+                let deadline = Instant::now() + Duration::from_secs(self.platform.over_time_secs);
+                self.notes.push(Note { qn, cn: m.cn(), frame, deadline, resends: 0 });
+            }
+            Err(error) => tracing::error!(platform = %self.name(), cn = m.cn(), %error, "Cannot encode a frame."),
+        }
+    }
+
+    /// Resends notes whose `OverTime` passed; `Err` when one ran out of resends.
+    fn note_timeouts(&mut self) -> Result<(), String> {
+        let now = Instant::now();
+        for note in &mut self.notes {
+            if note.deadline > now {
+                continue;
+            }
+            if note.resends >= self.platform.re_count {
+                return Err(format!("CN {} {} got no 9013", note.cn, note.qn));
+            }
+            note.resends += 1;
+            note.deadline = now + Duration::from_secs(self.platform.over_time_secs);
+            self.own_tx.push_back(note.frame.clone());
+        }
+        Ok(())
+    }
+
+    /// Uploads the hardware identifiers (CN 1001, empty MN) to be registered.
+    fn register(&mut self) {
+        let items = v2025::hardware_ids(&self.site.config.hardware);
+        tracing::info!(platform = %self.name(), "Registering: hardware identifiers sent (CN 1001).");
+        self.notify(&Message::HardwareIds { items });
+    }
+
+    /// Asks the platform for a new key (CN 1014 with the key in use's `SKCreateTime`).
+    fn request_key(&mut self) {
+        let Some(ring) = &self.up.keys else { return };
+        if self.notes.iter().any(|n| n.cn == 1014) {
+            return;
+        }
+        let created = ring.created_text();
+        tracing::info!(platform = %self.name(), created = %created, "New key requested (CN 1014).");
+        self.notify(&Message::Key { created, new_key: None });
+    }
+
+    /// Asks for a new key when the key in use is older than `key_rotation_days`.
+    fn check_key(&mut self) {
+        self.next_key_check = Instant::now() + KEY_CHECK;
+        let due =
+            self.up.keys.as_ref().is_some_and(|r| r.is_due(self.site.clock.now(), self.platform.key_rotation_days));
+        if due && self.registered() {
+            self.request_key();
+        }
+    }
+
+    /// Seals a frame for the wire (HJ 212-2025 SM4), or returns it as it is.
+    fn seal(&self, frame: Vec<u8>) -> Vec<u8> {
+        let Some(ring) = &self.up.keys else { return frame };
+        match v2025::seal(ring.current(), self.platform.cipher_form.codec(), self.platform.crc.variant(), &frame) {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                tracing::error!(platform = %self.name(), %error, "Frame cannot be encrypted; sent as it is.");
+                frame
+            }
         }
     }
 
@@ -195,10 +359,16 @@ impl<'a> Link<'a> {
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         let splitter = Splitter::default();
         let backlog_pause = Duration::from_secs_f64(1.0 / f64::from(self.platform.replay_per_sec));
+        if !self.registered() {
+            self.register();
+        }
         loop {
-            self.fill(backlog_pause)?;
+            if self.registered() {
+                self.fill(backlog_pause)?;
+            }
             let mut wrote = false;
-            while let Some(frame) = self.session.poll_transmit() {
+            while let Some(frame) = self.session.poll_transmit().or_else(|| self.own_tx.pop_front()) {
+                let frame = self.seal(frame);
                 self.log.write(self.site.clock.utc_ms(), Direction::Out, &self.peer, &frame, false);
                 wr.write_all(&frame).await.map_err(|e| format!("write: {e}"))?;
                 Metrics::inc(&self.site.metrics.frames_sent);
@@ -219,9 +389,11 @@ impl<'a> Link<'a> {
                 continue;
             }
             let wake = self.session.poll_timeout().map(|ms| self.start + Duration::from_millis(ms));
-            let backlog_wake = (self.backlog_next <= self.backlog_end
-                && self.in_flight.len() < self.platform.max_in_flight)
-                .then_some(self.next_backlog_at);
+            let backlog_wake =
+                (self.registered() && self.backlog_pending() && self.in_flight.len() < self.platform.max_in_flight)
+                    .then_some(self.next_backlog_at);
+            let note_wake = self.notes.iter().map(|n| n.deadline).min();
+            let key_wake = (self.up.keys.is_some() && self.registered()).then_some(self.next_key_check);
             let heartbeat = (self.platform.heartbeat_secs > 0)
                 .then(|| self.last_sent + Duration::from_secs(self.platform.heartbeat_secs));
             tokio::select! {
@@ -241,10 +413,19 @@ impl<'a> Link<'a> {
                     self.session.handle_timeout(now);
                 }
                 () = sleep_until(backlog_wake) => {}
+                () = sleep_until(note_wake) => self.note_timeouts()?,
+                () = sleep_until(key_wake) => self.check_key(),
                 () = sleep_until(heartbeat) => {
-                    let now = self.now();
-                    if let Err(e) = self.session.submit(now, Message::Heartbeat, false) {
-                        tracing::debug!(platform = %self.name(), error = %e, "Heartbeat not sent.");
+                    if self.is_2025() {
+                        // HJ 212-2025 C.54: the platform answers 9015 with 9013.
+                        if !self.notes.iter().any(|n| n.cn == 9015) {
+                            self.notify(&Message::Heartbeat);
+                        }
+                    } else {
+                        let now = self.now();
+                        if let Err(e) = self.session.submit(now, Message::Heartbeat, false) {
+                            tracing::debug!(platform = %self.name(), error = %e, "Heartbeat not sent.");
+                        }
                     }
                     self.last_sent = Instant::now();
                 }
@@ -274,11 +455,36 @@ impl<'a> Link<'a> {
         }
     }
 
-    fn on_frame(&mut self, bytes: &[u8]) {
+    fn on_frame(&mut self, wire: &[u8]) {
         Metrics::inc(&self.site.metrics.frames_received);
+        let opened;
+        let bytes = match &self.up.keys {
+            None => wire,
+            Some(ring) => match v2025::open(&ring.decrypt_keys(self.site.clock.now()), wire) {
+                Opened::Clear => wire,
+                Opened::Decrypted { frame, key } => {
+                    if key > 0 {
+                        tracing::info!(platform = %self.name(), "Frame opened with the replaced key (grace period).");
+                    }
+                    opened = frame;
+                    &opened
+                }
+                Opened::Failed => {
+                    self.log.write(self.site.clock.utc_ms(), Direction::In, &self.peer, wire, true);
+                    Metrics::inc(&self.site.metrics.decrypt_failures);
+                    tracing::error!(
+                        platform = %self.name(),
+                        cn = ?v2025::header_cn(wire.get(6..).unwrap_or_default()),
+                        "Frame from platform cannot be decrypted (wrong key?); dropped."
+                    );
+                    return;
+                }
+            },
+        };
         let Split::Frame(frame) = Splitter::default().split(bytes, true) else { return };
         let decoded = Decoded::new(frame, DecodeOptions::LENIENT);
-        self.log.write(self.site.clock.utc_ms(), Direction::In, &self.peer, bytes, decoded.crc.is_err());
+        // The packet log keeps what was on the wire: ciphertext stays ciphertext.
+        self.log.write(self.site.clock.utc_ms(), Direction::In, &self.peer, wire, decoded.crc.is_err());
         match decoded.verdict() {
             Ok(packet) => {
                 let now = self.now();
@@ -307,23 +513,23 @@ impl<'a> Link<'a> {
             }
             for (seq, rec) in live {
                 self.live_next = seq + 1;
-                self.submit(seq, &rec);
+                self.submit(seq, &rec, false);
             }
         }
-        while self.backlog_next <= self.backlog_end
+        while self.backlog_pending()
             && self.in_flight.len() < self.platform.max_in_flight
             && self.session.can_submit()
             && Instant::now() >= self.next_backlog_at
         {
             let next = store.queue_range(self.name(), self.backlog_next, 1).map_err(|e| e.to_string())?;
             match next.into_iter().next() {
-                Some((seq, rec)) if seq <= self.backlog_end => {
+                Some((seq, rec)) if self.backlog_end.is_some_and(|end| seq <= end) => {
                     self.backlog_next = seq + 1;
                     self.next_backlog_at = Instant::now() + backlog_pause;
-                    self.submit(seq, &rec);
+                    self.submit(seq, &rec, true);
                 }
                 _ => {
-                    self.backlog_next = self.backlog_end.saturating_add(1);
+                    self.backlog_end = None;
                     tracing::info!(platform = %self.name(), "Backlog replayed.");
                 }
             }
@@ -331,26 +537,32 @@ impl<'a> Link<'a> {
         Ok(())
     }
 
-    /// The stored packet, adapted to this platform: its password and protocol version.
-    fn adapt(&self, rec: &Record, keep_qn: bool) -> Option<OwnedPacket> {
+    /// The stored packet, adapted to this platform: its password, MN and protocol version, and
+    /// for an HJ 212-2025 platform the back-fill marker `RF=1` on records replayed from the
+    /// backlog.
+    fn adapt(&self, rec: &Record, keep_qn: bool, backfill: bool) -> Option<OwnedPacket> {
         let Split::Frame(frame) = Splitter::default().split(&rec.frame, true) else { return None };
         let packet = Packet::parse(frame.data()).ok()?;
         let mut p = OwnedPacket::from_packet(&packet);
         p.set_field("PW", self.session.config().pw.clone());
+        p.set_field("MN", self.up.mn.clone());
         p.set_field("Flag", Flag::new(self.session.config().version, false, false).0.to_string());
         if !keep_qn {
             p.remove_field("QN");
         }
+        if backfill && self.session.config().version == Version::V2025 {
+            p.set_backfill();
+        }
         Some(p)
     }
 
-    fn submit(&mut self, seq: u64, rec: &Record) {
+    fn submit(&mut self, seq: u64, rec: &Record, backfill: bool) {
         if (rec.cn == 2011 && !self.up.realtime) || (rec.cn == 2021 && !self.up.facility_state) {
             // Stopped by the platform (2012/2022): not wanted, not kept for it.
             self.remove(seq);
             return;
         }
-        let Some(packet) = self.adapt(rec, true) else {
+        let Some(packet) = self.adapt(rec, true, backfill) else {
             tracing::error!(platform = %self.name(), seq, "Stored frame does not parse; removed.");
             self.remove(seq);
             return;
@@ -389,10 +601,23 @@ impl<'a> Link<'a> {
                 }
                 tracing::warn!(platform = %self.name(), %qn, cn, ?reason, "Exchange failed.");
             }
-            Event::Request { qn, cn, message, .. } => {
+            Event::Request { qn, cn, message, packet } => {
                 Metrics::inc(&self.site.metrics.requests);
                 tracing::info!(platform = %self.name(), %qn, cn, "Platform request.");
-                self.on_request(&qn, message).await;
+                self.on_request(&qn, message, packet.field("MN").unwrap_or_default()).await;
+            }
+            Event::Stray { cn: 9013, qn: Some(qn) } if self.notes.iter().any(|n| n.qn == qn) => {
+                let i = self.notes.iter().position(|n| n.qn == qn).unwrap_or_default();
+                let note = self.notes.remove(i);
+                match note.cn {
+                    1001 => {
+                        tracing::info!(platform = %self.name(), "Hardware identifiers received; waiting for the MN (CN 1002).")
+                    }
+                    1014 => {
+                        tracing::info!(platform = %self.name(), "Key request received; waiting for the key (CN 1014).")
+                    }
+                    _ => tracing::debug!(platform = %self.name(), cn = note.cn, "Answered with 9013."),
+                }
             }
             Event::AutoRefused { qn, cn, qn_rtn } => {
                 tracing::info!(platform = %self.name(), qn = ?qn, cn, qn_rtn = qn_rtn.value(), "Platform request refused.");
@@ -432,7 +657,7 @@ impl<'a> Link<'a> {
         }
     }
 
-    async fn on_request(&mut self, qn: &str, message: Result<Message, hj212_codec::Error>) {
+    async fn on_request(&mut self, qn: &str, message: Result<Message, hj212_codec::Error>, header_mn: &str) {
         let site = self.site.clone();
         let message = match message {
             Ok(m) => m,
@@ -503,7 +728,7 @@ impl<'a> Link<'a> {
                     Ok(Ok(records)) if records.is_empty() => self.answer(qn, Vec::new(), ExeRtn::NoData),
                     Ok(Ok(records)) => {
                         let replies: Vec<Outgoing> =
-                            records.iter().filter_map(|r| self.adapt(r, false)).map(Outgoing::Packet).collect();
+                            records.iter().filter_map(|r| self.adapt(r, false, false)).map(Outgoing::Packet).collect();
                         tracing::info!(platform = %self.name(), cn = cn.value(), records = replies.len(), "History request answered.");
                         self.answer(qn, replies, ExeRtn::Success);
                     }
@@ -540,11 +765,64 @@ impl<'a> Link<'a> {
                     tracing::warn!(platform = %self.name(), %qn, %error, "Cannot finish a request.");
                 }
             }
+            Message::AssignMn { dau_id } => self.assign_mn(qn, &dau_id, header_mn),
+            Message::Key { created, new_key: Some(new_key) } => self.install_key(qn, &created, &new_key),
             other => {
                 tracing::info!(platform = %self.name(), cn = other.cn(), "Request not supported.");
                 self.refuse(qn, QnRtn::BadCn);
             }
         }
+    }
+}
+
+impl Link<'_> {
+    /// CN 1002: the platform assigns the MN in the request's header to the DAU `dau_id` names.
+    fn assign_mn(&mut self, qn: &str, dau_id: &str, mn: &str) {
+        let ours = &self.site.config.hardware.dau_id;
+        if !self.platform.register || dau_id.trim() != ours {
+            tracing::warn!(platform = %self.name(), %dau_id, "MN assignment (CN 1002) for another DAU refused.");
+            return self.answer(qn, Vec::new(), ExeRtn::BadCondition);
+        }
+        if mn.is_empty() || mn.len() > 24 || !mn.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            tracing::warn!(platform = %self.name(), %mn, "MN assignment (CN 1002) with an unusable MN refused.");
+            return self.answer(qn, Vec::new(), ExeRtn::BadCondition);
+        }
+        if let Err(error) = self.site.store.set_meta(&format!("mn/{}", self.platform.name), mn) {
+            tracing::error!(platform = %self.name(), %error, "Cannot store the assigned MN.");
+            return self.answer(qn, Vec::new(), ExeRtn::Fault);
+        }
+        let first = self.up.mn.is_empty();
+        self.up.mn = mn.to_string();
+        self.session.set_credentials(mn, self.up.password.clone());
+        tracing::info!(platform = %self.name(), %mn, "MN assigned by the platform (CN 1002).");
+        self.answer(qn, Vec::new(), ExeRtn::Success);
+        if first {
+            // HJ 212-2025 §6.4.3: a registered DAU fetches its own key.
+            self.request_key();
+        }
+    }
+
+    /// CN 1014 with `NewSK`: installs the platform's new key (used from the next frame on).
+    fn install_key(&mut self, qn: &str, created: &str, new_key: &str) {
+        let now = self.site.clock.now();
+        let (Some(ring), Some(key)) = (self.up.keys.as_mut(), Key::from_text(new_key.trim())) else {
+            tracing::warn!(platform = %self.name(), "New key (CN 1014) refused: encryption off or not 16 characters.");
+            return self.answer(qn, Vec::new(), ExeRtn::BadCondition);
+        };
+        let created = DateTime::parse(created.trim()).unwrap_or(now);
+        let exe = match ring.install(self.site.store.as_ref(), &self.platform.name, key, created, now) {
+            Ok(()) => {
+                Metrics::inc(&self.site.metrics.keys_installed);
+                let created = ring.created_text();
+                tracing::info!(platform = %self.platform.name, %created, "New key installed (CN 1014).");
+                ExeRtn::Success
+            }
+            Err(error) => {
+                tracing::error!(platform = %self.name(), %error, "Cannot store the new key; the old one stays.");
+                ExeRtn::Fault
+            }
+        };
+        self.answer(qn, Vec::new(), exe);
     }
 }
 

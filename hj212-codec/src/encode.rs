@@ -133,8 +133,10 @@ impl OwnedPacket {
     pub fn set_sub_packet(&mut self, pnum: u16, pno: u16) {
         self.remove_field("PNUM");
         self.remove_field("PNO");
-        self.header.push(("PNUM".into(), pnum.to_string()));
-        self.header.push(("PNO".into(), pno.to_string()));
+        // HJ 212-2025 places `RF` after `PNUM;PNO`, right before `CP`.
+        let at = self.header.iter().position(|(k, _)| k.trim() == "RF").unwrap_or(self.header.len());
+        self.header.insert(at, ("PNO".into(), pno.to_string()));
+        self.header.insert(at, ("PNUM".into(), pnum.to_string()));
     }
 
     /// Marks the packet as HJ 212-2025 back-fill (`RF=1`, after `PNUM`/`PNO`, before `CP`).
@@ -290,6 +292,14 @@ mod tests {
             p.to_frame(CrcVariant::Hj212).unwrap(),
             b"##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&1C80\r\n"
         );
+    }
+
+    #[test]
+    fn sub_packet_fields_go_before_the_backfill_marker() {
+        let mut p = OwnedPacket::new(Some("1"), "31", 2061, "1", "M", Some(Flag(9)));
+        p.set_backfill();
+        p.set_sub_packet(2, 1);
+        assert_eq!(p.data_segment(), "QN=1;ST=31;CN=2061;PW=1;MN=M;Flag=9;PNUM=2;PNO=1;RF=1;CP=&&&&");
     }
 
     #[test]
