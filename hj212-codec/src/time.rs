@@ -206,6 +206,8 @@ impl fmt::Display for DateTime {
 
 #[cfg(test)]
 mod tests {
+    use alloc::string::ToString;
+
     use super::*;
 
     #[test]
