@@ -213,7 +213,7 @@ mod tests {
         assert!(text.starts_with("ST=31;CN=2051;CP=&&{0xE4,0x3E,0x15,0x9A,"), "{text}");
         assert!(text.ends_with("}0210600;abc&&"), "{text}");
         assert_eq!(decrypt_data(&key, &wire).unwrap(), seg);
-        assert_eq!(format!("{key:?}"), "Key(****************)");
+        assert_eq!(alloc::format!("{key:?}"), "Key(****************)");
     }
 
     #[test]
