@@ -9,6 +9,8 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hj212_codec::crc::CrcVariant;
+use hj212_codec::crypt::{CipherForm, Key};
+use hj212_codec::packet::Version;
 
 use crate::config::{Auth, CodeTable, RefusalPolicy, RegistryEntry, UnknownMnPolicy};
 
@@ -60,6 +62,7 @@ struct Window {
 pub struct Registry {
     entries: RwLock<(HashMap<String, RegistryEntry>, Auth)>,
     crc_seen: Mutex<HashMap<String, CrcVariant>>,
+    versions: Mutex<HashMap<String, Version>>,
     rate: Mutex<HashMap<String, Window>>,
     max_per_minute: u32,
 }
@@ -71,6 +74,7 @@ impl Registry {
         Self {
             entries: RwLock::new((entries.iter().map(|e| (e.mn.clone(), e.clone())).collect(), policy)),
             crc_seen: Mutex::default(),
+            versions: Mutex::default(),
             rate: Mutex::default(),
             max_per_minute,
         }
@@ -96,6 +100,37 @@ impl Registry {
     #[must_use]
     pub fn password(&self, mn: &str) -> Option<String> {
         self.read().0.get(mn).map(|e| e.password.clone())
+    }
+
+    /// The registry's SM4 key and the cipher form to send with, when `mn` has
+    /// `encryption = "sm4"`.
+    #[must_use]
+    pub fn cipher(&self, mn: &str) -> Option<(Key, CipherForm)> {
+        let guard = self.read();
+        let e = guard.0.get(mn).filter(|e| e.encryption == crate::config::Encryption::Sm4)?;
+        Some((Key::from_text(&e.key)?, e.cipher_form.map_or(CipherForm::Binary, |f| f.form())))
+    }
+
+    /// Remembers the protocol version a site speaks (from its `Flag`); returns the previous one
+    /// when it changed.
+    pub fn remember_version(&self, mn: &str, version: Version) -> Option<Version> {
+        let mut seen = self.versions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get_mut(mn) {
+            Some(v) if *v == version => None,
+            Some(v) => Some(std::mem::replace(v, version)),
+            None => {
+                if seen.len() < 100_000 {
+                    seen.insert(mn.to_string(), version);
+                }
+                None
+            }
+        }
+    }
+
+    /// The protocol version `mn` was last seen speaking.
+    #[must_use]
+    pub fn version(&self, mn: &str) -> Option<Version> {
+        self.versions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(mn).copied()
     }
 
     /// Checks a frame's MN, password and ST.

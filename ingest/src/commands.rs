@@ -235,7 +235,7 @@ pub(crate) fn send_request(
     for g in &command.groups {
         p.push_group(g.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    let frame = p.to_frame(link.crc).map_err(|e| format!("cannot encode the request: {e}"))?;
+    let frame = shared.request_frame(mn, link.version, &p, link.crc)?;
     if origin == Origin::Mqtt
         && let Some(q) = &shared.quality
     {

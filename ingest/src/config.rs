@@ -74,6 +74,12 @@ pub struct Config {
     /// The data-quality engine (alerts, accounting, gap recovery).
     #[serde(default)]
     pub quality: Quality,
+    /// HJ 212-2025 key management (rotated SM4 keys).
+    #[serde(default)]
+    pub keys: Keys,
+    /// HJ 212-2025 registration of DAUs that have no MN yet (CN 1001 / 1002).
+    #[serde(default)]
+    pub registration: Registration,
     /// The site registry.
     #[serde(default)]
     pub registry: Vec<RegistryEntry>,
@@ -430,6 +436,108 @@ pub struct RegistryEntry {
     /// Treatment-facility codes (`SB1`, …) whose power matters. Empty: every one reported.
     #[serde(default)]
     pub facilities: Vec<String>,
+    /// HJ 212-2025 `CP` encryption for this site: `off` or `sm4`.
+    #[serde(default)]
+    pub encryption: Encryption,
+    /// The site's initial SM4 key: 16 ASCII characters (required with `sm4`). Never logged or
+    /// published; `Debug` masks it. A key rotated by a 1014 exchange takes over from it.
+    #[serde(default)]
+    pub key: String,
+    /// How ciphertext is written in frames sent to the site (default `binary`; received frames
+    /// are recognised in either form).
+    #[serde(default)]
+    pub cipher_form: Option<CipherFormSetting>,
+}
+
+/// Whether a site's `CP` is encrypted (HJ 212-2025 §6.4).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// Plain text.
+    #[default]
+    Off,
+    /// SM4-ECB without padding, for the commands that must be encrypted.
+    Sm4,
+}
+
+/// How ciphertext is written on the wire (see `hj212_codec::crypt::CipherForm`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CipherFormSetting {
+    /// Raw ciphertext bytes; length and CRC of the plaintext (the standard's reading).
+    Binary,
+    /// `{0xE4,0x3E,…}` text; length and CRC of the wire text (compatibility).
+    HexText,
+}
+
+impl CipherFormSetting {
+    /// The codec's form.
+    #[must_use]
+    pub const fn form(self) -> hj212_codec::crypt::CipherForm {
+        match self {
+            Self::Binary => hj212_codec::crypt::CipherForm::Binary,
+            Self::HexText => hj212_codec::crypt::CipherForm::HexText,
+        }
+    }
+}
+
+/// HJ 212-2025 key management (`[keys]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    /// The JSON file holding the keys set by 1014 exchanges (mode 0600); empty keeps them in
+    /// memory only (the registry key is used again after a restart).
+    pub state_path: PathBuf,
+    /// Seconds the previous key still decrypts after a rotation.
+    pub grace_secs: u64,
+    /// Days after which the platform starts a key exchange itself (HJ 212-2025 §6.4.3 asks for
+    /// 90); 0 turns platform-initiated rotation off.
+    pub rotation_days: u64,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self { state_path: PathBuf::from("/var/lib/hj212/ingest-keys.json"), grace_secs: 86_400, rotation_days: 90 }
+    }
+}
+
+/// How DAUs without an MN are registered (`[registration]`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// A 1001 with an empty MN goes through authentication like any frame (and is refused).
+    #[default]
+    Off,
+    /// Assign `prefix` + a persisted counter, padded to 24 characters.
+    Auto,
+    /// Assign from `table` (DAU id `i23005` → MN); unknown DAUs are refused.
+    Table,
+}
+
+/// HJ 212-2025 registration (`[registration]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registration {
+    /// `off`, `auto` or `table`.
+    pub mode: RegistrationMode,
+    /// `auto`: the MN prefix (hex digits 0-9 A-F, fewer than 24).
+    pub prefix: String,
+    /// `auto`: the JSON file with the counter and the MNs assigned so far; empty keeps them in
+    /// memory only.
+    pub state_path: PathBuf,
+    /// `table`: DAU id (`i23005-Info`) → MN.
+    pub table: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::Off,
+            prefix: String::new(),
+            state_path: PathBuf::from("/var/lib/hj212/ingest-registration.json"),
+            table: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 impl Default for RegistryEntry {
@@ -445,6 +553,9 @@ impl Default for RegistryEntry {
             streams: Vec::new(),
             pollutants: Vec::new(),
             facilities: Vec::new(),
+            encryption: Encryption::Off,
+            key: String::new(),
+            cipher_form: None,
         }
     }
 }
@@ -462,6 +573,9 @@ impl fmt::Debug for RegistryEntry {
             .field("streams", &self.streams)
             .field("pollutants", &self.pollutants)
             .field("facilities", &self.facilities)
+            .field("encryption", &self.encryption)
+            .field("key", &if self.key.is_empty() { "" } else { "****************" })
+            .field("cipher_form", &self.cipher_form)
             .finish()
     }
 }
@@ -506,6 +620,8 @@ impl Default for Config {
             commands: Commands::default(),
             metrics: MetricsConfig::default(),
             quality: Quality::default(),
+            keys: Keys::default(),
+            registration: Registration::default(),
             registry: Vec::new(),
         }
     }
@@ -606,6 +722,8 @@ impl Config {
         env!("HJ212_INGEST_METRICS_LISTEN", |name, v| self.metrics.listen = v.to_string());
         env!("HJ212_INGEST_QUALITY", |name, v| self.quality.enabled = parse(name, v)?);
         env!("HJ212_INGEST_QUALITY_STATE", |name, v| self.quality.state_path = PathBuf::from(v));
+        env!("HJ212_INGEST_KEYS_STATE", |name, v| self.keys.state_path = PathBuf::from(v));
+        env!("HJ212_INGEST_REGISTRATION_STATE", |name, v| self.registration.state_path = PathBuf::from(v));
         Ok(())
     }
 
@@ -673,8 +791,27 @@ impl Config {
             return bad("commands.timeout_secs and commands.max_pending_per_site must be at least 1".into());
         }
         self.metrics.addr()?;
+        self.validate_registration()?;
         validate_registry(&self.registry)?;
         self.quality.validate(&self.registry)
+    }
+
+    fn validate_registration(&self) -> Result<(), ConfigError> {
+        let bad = |msg: String| Err(ConfigError(msg));
+        let r = &self.registration;
+        let hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'));
+        if r.mode == RegistrationMode::Auto && (r.prefix.is_empty() || r.prefix.len() > 20 || !hex(&r.prefix)) {
+            return bad(format!(
+                "registration.prefix = {:?}: mode \"auto\" needs 1 to 20 characters 0-9 A-F",
+                r.prefix
+            ));
+        }
+        for (dau, mn) in &r.table {
+            if dau.is_empty() || mn.is_empty() || mn.contains(['/', '+', '#', ';', '&', '=', ',']) {
+                return bad(format!("registration.table: {dau:?} = {mn:?}: empty, or not usable as an MN"));
+            }
+        }
+        Ok(())
     }
 
     /// The data-quality engine's configuration: `[quality]` with the registry's sites added.
@@ -722,6 +859,18 @@ pub fn validate_registry(registry: &[RegistryEntry]) -> Result<(), ConfigError> 
             }
             if e.crc != "auto" && e.crc_variant().is_none() {
                 return bad(format!("registry[{i}].crc = {:?}: expected auto, hj212, modbus or modbus-le", e.crc));
+            }
+            match e.encryption {
+                Encryption::Sm4 if !(e.key.len() == 16 && e.key.is_ascii()) => {
+                    return bad(format!(
+                        "registry[{i}].key (mn {}): encryption = \"sm4\" needs 16 ASCII characters",
+                        e.mn
+                    ));
+                }
+                Encryption::Off if !e.key.is_empty() || e.cipher_form.is_some() => {
+                    return bad(format!("registry[{i}] (mn {}): key and cipher_form need encryption = \"sm4\"", e.mn));
+                }
+                _ => {}
             }
             validate_site(&format!("registry[{i}]"), e.active_from.as_deref(), &e.streams, &e.pollutants)?;
         }
@@ -960,5 +1109,26 @@ mod tests {
                 .unwrap();
         let text = format!("{c:?}");
         assert!(!text.contains("s3cret") && !text.contains("pw-secret"), "{text}");
+    }
+
+    #[test]
+    fn sm4_keys_are_validated_and_masked() {
+        let c = Config::from_toml(
+            "[[registry]]\nmn = \"A\"\npassword = \"p\"\nencryption = \"sm4\"\nkey = \"K3y-0123456789ab\"\n\
+             cipher_form = \"hex_text\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.registry[0].cipher_form, Some(CipherFormSetting::HexText));
+        assert!(!format!("{c:?}").contains("K3y-0123456789ab"));
+        let short =
+            Config::from_toml("[[registry]]\nmn = \"A\"\npassword = \"p\"\nencryption = \"sm4\"\nkey = \"x\"\n")
+                .unwrap();
+        assert!(short.validate().unwrap_err().0.contains("registry[0].key"));
+        let off =
+            Config::from_toml("[[registry]]\nmn = \"A\"\npassword = \"p\"\nkey = \"0000000000000000\"\n").unwrap();
+        assert!(off.validate().is_err());
+        let auto = Config::from_toml("[registration]\nmode = \"auto\"\nprefix = \"xyz\"\n").unwrap();
+        assert!(auto.validate().unwrap_err().0.contains("registration.prefix"));
     }
 }

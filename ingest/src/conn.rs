@@ -20,8 +20,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hj212_codec::codes::Command;
 use hj212_codec::crc::{CrcPolicy, CrcVariant};
-use hj212_codec::frame::{Deframer, Event as FrameEvent, SplitConfig, Splitter};
+use hj212_codec::encode::OwnedPacket;
+use hj212_codec::frame::{Deframer, Event as FrameEvent, Split, SplitConfig, Splitter};
 use hj212_codec::log::Direction;
+use hj212_codec::packet::{Flag, Version};
 use hj212_codec::qn::QnGenerator;
 use hj212_codec::tables::{self, CommandClass, TableVersion};
 use hj212_codec::time::DateTime;
@@ -44,6 +46,7 @@ use crate::metrics::{Event, Metrics};
 use crate::packet_log::PacketLog;
 use crate::payload;
 use crate::spool::{Spool, Wait};
+use crate::v2025::{self, KeyUse};
 
 /// State shared by every connection.
 #[derive(Debug)]
@@ -76,7 +79,56 @@ pub struct Shared {
     pub next_conn_id: AtomicU64,
     /// The data-quality engine's input queue, when the engine runs.
     pub(crate) quality: Option<crate::quality_task::Feed>,
+    /// HJ 212-2025 keys set by 1014 exchanges.
+    pub keys: v2025::KeyStore,
+    /// HJ 212-2025 registration of DAUs without an MN.
+    pub registrar: v2025::Registrar,
 }
+
+impl Shared {
+    /// A fresh platform QN (17 digits, the sites' civil time).
+    fn next_qn(&self) -> String {
+        let now = DateTime::civil_from_utc(now_ms(), self.config.utc_offset_minutes);
+        self.qn.lock().unwrap_or_else(PoisonError::into_inner).next_string(now)
+    }
+
+    /// Frames a platform request for `mn`: SM4-encrypted when the site is a 2025 peer with
+    /// `encryption = "sm4"` and `cn` is one that must be encrypted, else in clear.
+    ///
+    /// # Errors
+    /// The data segment is over 1024 bytes or has no `CP`.
+    pub(crate) fn request_frame(
+        &self,
+        mn: &str,
+        version: Version,
+        p: &OwnedPacket,
+        crc: hj212_codec::CrcVariant,
+    ) -> Result<Vec<u8>, String> {
+        let cn = p.field("CN").and_then(|c| c.parse::<u16>().ok()).unwrap_or(0);
+        match self.registry.cipher(mn) {
+            Some((registry_key, form)) if version == Version::V2025 && hj212_codec::crypt::must_encrypt(cn) => {
+                let data = p.data_segment();
+                if data.len() > hj212_codec::frame::MAX_DATA_LEN_2017 {
+                    return Err(format!("cannot encode the request: {} bytes is over 1024", data.len()));
+                }
+                let key = self.keys.current(mn, Some(&registry_key)).unwrap_or(registry_key);
+                v2025::seal(data.as_bytes(), &key, form, crc).map_err(|e| format!("cannot encrypt the request: {e}"))
+            }
+            _ => p.to_frame(crc).map_err(|e| format!("cannot encode the request: {e}")),
+        }
+    }
+}
+
+/// A request the platform sent on its own (not from the command topic), by QN.
+enum Internal {
+    /// A 1014 with `NewSK`: the new key is installed on the site's 9012 with ExeRtn=1.
+    KeyExchange { mn: String, new_key: String },
+    /// A 1002 assigning `mn` to the DAU `dau_id`.
+    Registration { mn: String, dau_id: String },
+}
+
+/// Internal requests open on one connection, at most.
+const MAX_INTERNAL: usize = 16;
 
 /// The time now, in milliseconds since 1970 (UTC).
 #[must_use]
@@ -142,6 +194,8 @@ struct Conn<'s> {
     site: Mutex<Option<String>>,
     /// The MN the data-quality engine was told this connection carries.
     quality_mn: Mutex<Option<String>>,
+    /// The platform's own requests (1014 key exchange, 1002 registration) waiting for replies.
+    internal: Mutex<HashMap<String, Internal>>,
 }
 
 async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
@@ -186,6 +240,7 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
         pending: PendingMap::default(),
         site: Mutex::new(None),
         quality_mn: Mutex::new(None),
+        internal: Mutex::new(HashMap::new()),
     };
     tracing::debug!(peer = %peer, "Connection opened.");
     loop {
@@ -283,6 +338,7 @@ impl Conn<'_> {
                 if st != answers::ST_INTERACTION && link.st != st {
                     link.st = st.to_string();
                 }
+                link.version = packet.version();
                 return;
             }
             _ => {}
@@ -325,19 +381,61 @@ impl Conn<'_> {
         }
     }
 
-    fn handle_frame(&self, frame: RawFrame<'_>) {
+    /// Decrypts a frame from a site with `encryption = "sm4"` when it needs it (HJ 212-2025),
+    /// then handles the plaintext frame.
+    fn handle_frame(&self, wire: RawFrame<'_>) {
         let shared = self.shared;
         let metrics = &shared.metrics;
         let received_ms = now_ms();
-        let received = Instant::now();
         Metrics::inc(&metrics.counters.frames_in);
+        let mn = v2025::header_field(wire.data(), "MN").unwrap_or("");
+        let cipher = if mn.is_empty() { None } else { shared.registry.cipher(mn) };
+        let Some((registry_key, _)) = cipher.filter(|_| v2025::needs_decryption(&wire)) else {
+            self.handle_plain(wire, received_ms, false);
+            return;
+        };
+        let keys = shared.keys.decrypt_keys(mn, Some(&registry_key), received_ms);
+        match v2025::open(&wire, &keys) {
+            Ok((plain, used)) => {
+                shared.packet_log.record(received_ms, Direction::In, &self.peer, wire.bytes(), false);
+                Metrics::inc(&metrics.counters.frames_decrypted);
+                if used == KeyUse::Previous {
+                    tracing::info!(mn, "Frame decrypted with the previous key (grace period after a rotation).");
+                }
+                let splitter = Splitter::new(SplitConfig { max_data_len: hj212_codec::frame::MAX_DATA_LEN_FIELD });
+                if let Split::Frame(frame) = splitter.split(&plain, true) {
+                    self.handle_plain(frame, received_ms, true);
+                }
+            }
+            Err(reason) => {
+                shared.packet_log.record(received_ms, Direction::In, &self.peer, wire.bytes(), true);
+                Metrics::inc(&metrics.counters.decrypt_failures);
+                let cn = v2025::header_field(wire.data(), "CN").and_then(|c| c.parse::<u16>().ok());
+                metrics.count_frame(cn, FrameVerdict::Invalid);
+                tracing::warn!(
+                    peer = %self.peer,
+                    mn,
+                    cn,
+                    reason = reason.name(),
+                    "Refused a frame that does not decrypt with the site's SM4 key; not published, not answered."
+                );
+            }
+        }
+    }
+
+    fn handle_plain(&self, frame: RawFrame<'_>, received_ms: i64, encrypted: bool) {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        let received = Instant::now();
         let mut decoded = Decoded::new(frame, DecodeOptions::LENIENT);
         if shared.config.decode.mode == DecodeMode::Strict {
             let fixed = decoded.packet.as_ref().ok().and_then(|p| p.mn()).and_then(|mn| shared.registry.fixed_crc(mn));
             let crc = CrcPolicy::Only(fixed.unwrap_or(CrcVariant::Hj212));
             decoded = Decoded::new(frame, DecodeOptions { strict: true, crc });
         }
-        shared.packet_log.record(received_ms, Direction::In, &self.peer, frame.bytes(), decoded.crc.is_err());
+        if !encrypted {
+            shared.packet_log.record(received_ms, Direction::In, &self.peer, frame.bytes(), decoded.crc.is_err());
+        }
         let packet = match decoded.verdict() {
             Ok(p) => p,
             Err(error) => {
@@ -357,6 +455,17 @@ impl Conn<'_> {
             if let Some(previous) = shared.registry.remember_crc(mn, variant) {
                 tracing::info!(mn, from = previous.name(), to = variant.name(), "Site changed its CRC variant.");
             }
+        }
+        if packet.cn() == 1001
+            && mn.is_empty()
+            && packet.cp().get("i23005-Info").is_some()
+            && shared.registrar.mode() != crate::config::RegistrationMode::Off
+        {
+            self.register_dau(&packet, received_ms);
+            return;
+        }
+        if matches!(packet.cn(), 9011 | 9012) && self.internal_reply(&packet) {
+            return;
         }
         if !shared.registry.allow_rate(mn, Instant::now()) {
             Metrics::inc(&metrics.counters.frames_rate_limited);
@@ -383,8 +492,12 @@ impl Conn<'_> {
                 tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Quarantined a frame.");
                 metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
                 self.quality_auth_failure(mn);
-                let ctx =
-                    payload::Context { received_ms, peer: &self.peer, code_table: crate::config::CodeTable::National };
+                let ctx = payload::Context {
+                    received_ms,
+                    peer: &self.peer,
+                    code_table: crate::config::CodeTable::National,
+                    encrypted,
+                };
                 let mut body = payload::build(&decoded, &packet, &ctx);
                 body["refused"] = serde_json::json!(reason.name());
                 let topic = format!("{}/quarantine/{}", shared.config.mqtt.prefix, topic_segment(mn));
@@ -395,7 +508,39 @@ impl Conn<'_> {
         };
 
         self.register(&packet, mn);
-        let ctx = payload::Context { received_ms, peer: &self.peer, code_table };
+        if let Some(previous) = shared.registry.remember_version(mn, packet.version()) {
+            tracing::info!(mn, from = ?previous.year(), to = ?packet.version().year(), "Site changed its protocol version.");
+        }
+        let crc = shared.registry.crc_for(mn);
+        match packet.cn() {
+            // HJ 212-2025 heartbeat: answered, counted as traffic, not published.
+            9015 => {
+                Metrics::inc(&metrics.counters.heartbeats);
+                metrics.count_frame(Some(9015), FrameVerdict::Accepted);
+                if let Some(q) = &shared.quality {
+                    self.quality_carries(q, mn);
+                    q.packet(received_ms, mn, &packet);
+                }
+                if packet.wants_ack() {
+                    self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
+                }
+                return;
+            }
+            // HJ 212-2025 key request from the site: 9013, then the platform's 1014 with NewSK.
+            1014 if packet.cp().get("NewSK").is_none() => {
+                metrics.count_frame(Some(1014), FrameVerdict::Accepted);
+                if packet.wants_ack() {
+                    self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
+                }
+                self.start_key_exchange(&packet, mn, "site request");
+                return;
+            }
+            _ => {}
+        }
+        if encrypted && shared.keys.rotation_due(mn, received_ms) && !self.exchange_open(mn) {
+            self.start_key_exchange(&packet, mn, "rotation period elapsed");
+        }
+        let ctx = payload::Context { received_ms, peer: &self.peer, code_table, encrypted };
         let value = payload::build(&decoded, &packet, &ctx);
         if shared.config.commands.enabled {
             commands::match_reply(shared, &self.pending, &packet, &value);
@@ -439,7 +584,6 @@ impl Conn<'_> {
         if command.is_answer() {
             return;
         }
-        let crc = shared.registry.crc_for(mn);
         if command == Command::TimeCalibrationRequest {
             if packet.wants_ack() || packet.flag().is_none() {
                 self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
@@ -460,6 +604,197 @@ impl Conn<'_> {
             return;
         }
         self.send_after(delivery, &packet, answers::answer(&packet, 9014, crc), received);
+    }
+
+    /// True while a key exchange with `mn` waits for its 9012 on this connection.
+    fn exchange_open(&self, mn: &str) -> bool {
+        let internal = self.internal.lock().unwrap_or_else(PoisonError::into_inner);
+        internal.values().any(|i| matches!(i, Internal::KeyExchange { mn: m, .. } if m == mn))
+    }
+
+    fn add_internal(&self, qn: &str, request: Internal) -> bool {
+        let mut internal = self.internal.lock().unwrap_or_else(PoisonError::into_inner);
+        if internal.len() >= MAX_INTERNAL {
+            return false;
+        }
+        internal.insert(qn.to_string(), request);
+        true
+    }
+
+    /// Sends the platform's 1014 with a fresh `NewSK`, encrypted with the key in force.
+    fn start_key_exchange(&self, packet: &Packet<'_>, mn: &str, why: &'static str) {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        if shared.registry.cipher(mn).is_none() {
+            Metrics::inc(&metrics.counters.key_exchanges_failed);
+            tracing::warn!(mn, "Key exchange asked by a site without encryption = \"sm4\": no key sent in clear.");
+            return;
+        }
+        let new_key = match v2025::random_key_text() {
+            Ok(k) => k,
+            Err(error) => {
+                Metrics::inc(&metrics.counters.key_exchanges_failed);
+                tracing::error!(mn, %error, "Cannot generate a key: the system random source failed.");
+                return;
+            }
+        };
+        let qn = shared.next_qn();
+        let pw = shared.registry.password(mn).unwrap_or_default();
+        let st = if packet.st() == answers::ST_INTERACTION { "32" } else { packet.st() };
+        let mut p = OwnedPacket::new(Some(&qn), st, 1014, &pw, mn, Some(Flag::new(Version::V2025, false, true)));
+        p.push_group([("SKCreateTime", qn.as_str()), ("NewSK", new_key.as_str())]);
+        let crc = shared.registry.crc_for(mn);
+        let frame = match shared.request_frame(mn, Version::V2025, &p, crc) {
+            Ok(f) => f,
+            Err(error) => {
+                Metrics::inc(&metrics.counters.key_exchanges_failed);
+                tracing::warn!(mn, error, "Cannot build the key-exchange request.");
+                return;
+            }
+        };
+        if !self.add_internal(&qn, Internal::KeyExchange { mn: mn.to_string(), new_key }) {
+            Metrics::inc(&metrics.counters.key_exchanges_failed);
+            tracing::warn!(mn, "Too many platform requests open on this connection; no key exchange.");
+            return;
+        }
+        Metrics::inc(&metrics.counters.key_exchanges_started);
+        tracing::info!(mn, qn = %qn, why, "Key exchange: new key sent, encrypted with the key in force.");
+        self.send_now(frame, mn, 1014, Some(&qn));
+    }
+
+    /// Handles a 9011/9012 that answers one of the platform's own requests; false when it
+    /// answers none of them (it then goes through the normal path).
+    fn internal_reply(&self, packet: &Packet<'_>) -> bool {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        let Some(qn) = packet.qn() else { return false };
+        let rtn = |k: &str| packet.cp().get(k).and_then(|v| v.trim().parse::<i64>().ok());
+        let mut internal = self.internal.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(request) = internal.get(qn) else { return false };
+        let mn = packet.mn().unwrap_or("");
+        // The outcome: None while the request goes on, Some(ok) when it ended.
+        let outcome = match packet.cn() {
+            9011 => (rtn("QnRtn") != Some(1)).then_some(false),
+            _ => Some(rtn("ExeRtn") == Some(1)),
+        };
+        match request {
+            Internal::KeyExchange { mn: site, .. } => {
+                let authentic =
+                    site == mn && matches!(shared.registry.check(mn, packet.pw(), packet.st()), Verdict::Accept { .. });
+                if !authentic {
+                    Metrics::inc(&metrics.counters.auth_refused);
+                    tracing::warn!(peer = %self.peer, mn, "Refused a key-exchange reply that does not authenticate.");
+                    return true;
+                }
+                let Some(ok) = outcome else { return true };
+                let Some(Internal::KeyExchange { new_key, .. }) = internal.remove(qn) else { return true };
+                drop(internal);
+                if ok {
+                    let registry_key = shared.registry.cipher(mn).map(|(k, _)| k);
+                    let old = shared
+                        .keys
+                        .current(mn, registry_key.as_ref())
+                        .and_then(|k| String::from_utf8(k.bytes().to_vec()).ok());
+                    shared.keys.rotate(mn, &new_key, old.as_deref(), now_ms());
+                    Metrics::inc(&metrics.counters.key_rotations);
+                    tracing::info!(
+                        mn,
+                        qn,
+                        grace_secs = shared.config.keys.grace_secs,
+                        "New key installed; the previous one still decrypts for the grace period."
+                    );
+                } else {
+                    Metrics::inc(&metrics.counters.key_exchanges_failed);
+                    tracing::warn!(mn, qn, cn = packet.cn(), "The site refused the new key; the key in force stays.");
+                }
+            }
+            Internal::Registration { mn: assigned, dau_id } => {
+                let Some(ok) = outcome else { return true };
+                let (assigned, dau_id) = (assigned.clone(), dau_id.clone());
+                internal.remove(qn);
+                drop(internal);
+                tracing::info!(mn = %assigned, dau_id = %dau_id, ok, "DAU answered its MN assignment.");
+                let event = if ok { "confirmed" } else { "refused" };
+                self.publish_registration(
+                    &assigned,
+                    serde_json::json!({
+                        "event": event, "mn": assigned, "dau_id": dau_id, "qn": qn, "peer": &*self.peer,
+                    }),
+                );
+            }
+        }
+        true
+    }
+
+    fn publish_registration(&self, mn: &str, body: serde_json::Value) {
+        let shared = self.shared;
+        let topic = format!("{}/register/{}", shared.config.mqtt.prefix, topic_segment(mn));
+        if let Err(error) = shared.ledger.publish(topic, body.to_string().into_bytes(), false, None) {
+            tracing::warn!(mn, %error, "Could not publish a registration event.");
+        }
+    }
+
+    /// A 1001 from a DAU without an MN: assign one (`[registration]`), answer 9013, send 1002.
+    fn register_dau(&self, packet: &Packet<'_>, received_ms: i64) {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        let ip = self.peer.rsplit_once(':').map_or(&*self.peer, |(ip, _)| ip);
+        if !shared.registry.allow_rate(&format!("register/{ip}"), Instant::now()) {
+            Metrics::inc(&metrics.counters.frames_rate_limited);
+            tracing::warn!(peer = %self.peer, "Dropped a registration over the rate limit.");
+            return;
+        }
+        let info = |code: &str| packet.cp().get(code).map(str::trim).filter(|v| !v.is_empty());
+        let Some(dau_id) = info("i23005-Info") else { return };
+        let assigned = match shared.registrar.assign(dau_id) {
+            Ok(mn) => mn,
+            Err(reason) => {
+                Metrics::inc(&metrics.counters.registrations_refused);
+                metrics.count_frame(Some(1001), FrameVerdict::AuthRefused);
+                tracing::warn!(peer = %self.peer, dau_id, reason, "Refused a DAU registration (1001 without MN).");
+                return;
+            }
+        };
+        metrics.count_frame(Some(1001), FrameVerdict::Accepted);
+        let crc = shared.registry.crc_for("");
+        if packet.wants_ack() {
+            self.send_now(answers::answer(packet, 9013, crc), "", 9013, packet.reference_qn());
+        }
+        let qn = shared.next_qn();
+        let pw = shared.registry.password(&assigned).unwrap_or_else(|| packet.pw().unwrap_or("").to_string());
+        let flag = Flag::new(packet.version(), false, true);
+        let mut p = OwnedPacket::new(Some(&qn), packet.st(), 1002, &pw, &assigned, Some(flag));
+        p.push_group([("i23005-Info", dau_id)]);
+        let frame = match p.to_frame(crc) {
+            Ok(f) => f,
+            Err(error) => {
+                tracing::warn!(dau_id, %error, "Cannot encode the 1002 assignment.");
+                return;
+            }
+        };
+        self.add_internal(&qn, Internal::Registration { mn: assigned.clone(), dau_id: dau_id.to_string() });
+        Metrics::inc(&metrics.counters.registrations);
+        tracing::info!(peer = %self.peer, dau_id, mn = %assigned, qn = %qn, "DAU registered: MN assigned with 1002.");
+        self.send_now(frame, &assigned, 1002, Some(&qn));
+        self.publish_registration(
+            &assigned,
+            serde_json::json!({
+                "event": "assigned",
+                "mn": assigned,
+                "dau_id": dau_id,
+                "cpu_id": info("i23006-Info"),
+                "mac1": info("i23007-Info"),
+                "mac2": info("i23008-Info"),
+                "mode": match shared.registrar.mode() {
+                    crate::config::RegistrationMode::Auto => "auto",
+                    _ => "table",
+                },
+                "in_registry": shared.registry.password(&assigned).is_some(),
+                "qn": qn,
+                "peer": &*self.peer,
+                "received_at": payload::rfc3339(received_ms),
+            }),
+        );
     }
 
     fn quality_auth_failure(&self, mn: &str) {

@@ -20,6 +20,7 @@
 //! * [`quality`]: the sans-IO data-quality engine, and [`quality_task`]: the task that owns it in
 //!   the daemon (alerts, daily records, gap recovery, the state file read by `report`/`compare`);
 //! * `http`: the Prometheus `/metrics` and `/healthz` endpoint;
+//! * [`v2025`]: HJ 212-2025 encryption, key store and registration;
 //! * [`auth`], [`dedup`], [`payload`], [`metrics`], [`broker`] (the embedded rumqttd), `packet_log`.
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
@@ -38,6 +39,7 @@ pub mod payload;
 pub mod quality;
 pub mod quality_task;
 pub mod spool;
+pub mod v2025;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -268,6 +270,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         sites: std::sync::Mutex::default(),
         next_conn_id: std::sync::atomic::AtomicU64::new(0),
         quality: quality_feed,
+        keys: v2025::KeyStore::open(&config.keys).context("cannot open the key store")?,
+        registrar: v2025::Registrar::open(&config.registration).context("cannot open the registration state")?,
     });
     let listener_tracker = TaskTracker::new();
     for listener in listeners {

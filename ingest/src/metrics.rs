@@ -114,6 +114,23 @@ counters! {
     quality_daily_records,
     /// Data-quality state-file writes that failed.
     quality_state_errors,
+    /// HJ 212-2025 frames that did not decrypt with any key in force (or came in clear although
+    /// they must be encrypted); never published nor answered.
+    decrypt_failures,
+    /// HJ 212-2025 frames decrypted.
+    frames_decrypted,
+    /// HJ 212-2025 heartbeats (9015) received; answered, not published.
+    heartbeats,
+    /// HJ 212-2025 key exchanges (1014) started by the platform.
+    key_exchanges_started,
+    /// HJ 212-2025 keys installed after the site's 9012 (ExeRtn=1).
+    key_rotations,
+    /// HJ 212-2025 key exchanges that failed (refusing 9011/9012, no key to protect them).
+    key_exchanges_failed,
+    /// HJ 212-2025 DAUs assigned an MN (1002 sent).
+    registrations,
+    /// HJ 212-2025 registrations refused (not in the table, counter exhausted).
+    registrations_refused,
 }
 
 macro_rules! gauges {

@@ -22,6 +22,8 @@ pub struct Context<'a> {
     pub peer: &'a str,
     /// The site-information table for the MN.
     pub code_table: CodeTable,
+    /// The frame arrived SM4-encrypted (HJ 212-2025) and was decrypted.
+    pub encrypted: bool,
 }
 
 /// Builds the payload of one frame.
@@ -44,6 +46,8 @@ pub fn build(decoded: &Decoded<'_>, packet: &Packet<'_>, ctx: &Context<'_>) -> V
         "data_time": packet.cp().get("DataTime"),
         "pnum": packet.pnum(),
         "pno": packet.pno(),
+        "backfill": packet.is_backfill(),
+        "encrypted": ctx.encrypted,
         "items": items,
         "info": info,
         "facilities": facilities,
@@ -182,7 +186,11 @@ mod tests {
         let Split::Frame(f) = Splitter::default().split(&frame, true) else { panic!() };
         let d = Decoded::new(f, DecodeOptions::LENIENT);
         let packet = d.verdict().unwrap();
-        let v = build(&d, &packet, &Context { received_ms: 0, peer: "p", code_table: CodeTable::National });
+        let v = build(
+            &d,
+            &packet,
+            &Context { received_ms: 0, peer: "p", code_table: CodeTable::National, encrypted: false },
+        );
         assert_eq!(v["items"][0]["Rtd"], json!(2.5));
         assert_eq!(v["items"][0]["flag"], json!("N"));
         assert_eq!(v["items"][0]["unit"], json!("mg/L"));
@@ -190,6 +198,7 @@ mod tests {
         assert_eq!(v["info"][0]["pol_id"], json!("w01018"));
         assert_eq!(v["info"][0]["category"], json!("state"));
         assert_eq!(v["received_at"], json!("1970-01-01T00:00:00.000Z"));
+        assert_eq!(v["backfill"], json!(false));
         let text = v.to_string();
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("PW=******"));

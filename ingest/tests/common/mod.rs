@@ -64,6 +64,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.spool.path = dir.join("spool");
     c.metrics.listen = "127.0.0.1:0".into();
     c.quality.state_path = dir.join("quality.json");
+    c.keys.state_path = dir.join("keys.json");
+    c.registration.state_path = dir.join("registration.json");
     c.limits.ack_timeout_secs = 20;
     c.shutdown_timeout_secs = 5;
     c.registry = vec![RegistryEntry {
