@@ -1,6 +1,6 @@
 //! Data flags (HJ 212-2017 §6.6.4 Table 8) and how they are derived.
 //!
-//! Precedence when several conditions hold (domain notes §6.3, [I]): a manual entry is `S`; else
+//! Precedence when several conditions hold (domain notes §6.3, tag I): a manual entry is `S`; else
 //! `B` > `D` > `M` > `C` > `F` > `T` > `N`. Communication loss wins because without it nothing else
 //! is known; a fault beats maintenance because it invalidates the value whatever the operator does;
 //! `T` (above the instrument's upper measuring limit, not the emission limit) is the weakest because

@@ -3,7 +3,7 @@
 //!
 //! Default limits — **verify against the official texts before relying on them**:
 //! * water, HJ 354/355-2019 (actual water-sample comparison): the tiered table of the domain notes
-//!   §6.4, which the notes mark *recalled, not verified* ([M]);
+//!   §6.4, which the notes mark *recalled, not verified* (tag M);
 //! * flue gas, HJ 75-2017: the domain notes give no numbers. The defaults below are the reference
 //!   method comparison tiers of HJ 75-2017 as recalled here (also unverified). HJ 75 judges gases by
 //!   relative accuracy over ≥ 9 pairs; this module applies each tier's figure to every single pair,
