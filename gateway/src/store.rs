@@ -250,6 +250,27 @@ fn history_key(cn: u16, data_time_ms: i64, seq: u64) -> [u8; 18] {
     k
 }
 
+/// Opens the sled database, waiting up to two seconds for a previous owner in this process to
+/// finish closing: sled releases its file lock from a background thread after the last handle
+/// is dropped, so an immediate reopen (a restart inside one process, as the tests and `hj212`
+/// subcommands do) can briefly see the lock still held. Another process holding it is reported
+/// after the wait.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let mut waited = 0;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
+                if waited >= 2000 {
+                    return Err(sled::Error::Io(e).into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                waited += 20;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store at `path` with one queue per name in `platforms`, and scans
     /// the queues: their lengths are counted and corrupt records moved aside.
@@ -257,7 +278,7 @@ impl SledStore {
     /// # Errors
     /// The database cannot be opened.
     pub fn open(path: &Path, platforms: &[String], max_queue_records: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
+        let db = open_db(path)?;
         let mut queues = Vec::new();
         for name in platforms {
             queues.push((name.clone(), db.open_tree(format!("queue/{name}"))?));

@@ -6,6 +6,11 @@
 
 mod decode;
 pub mod json;
+pub mod maintenance;
+pub mod modbus;
+pub mod outbox;
+pub mod poll;
+pub mod sim;
 mod tail;
 
 use std::io::{self, IsTerminal, Write};
@@ -125,6 +130,35 @@ pub enum Command {
         /// A JSON Lines file; `-` or nothing reads standard input.
         input: Option<PathBuf>,
     },
+    /// Modbus RTU wiring checks: read registers from a unit, or scan a line for units.
+    Modbus {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: modbus::ModbusCmd,
+    },
+    /// Bench-test stand-ins: a simulated analyzer on a serial device, or a minimal platform.
+    Sim {
+        /// What to run.
+        #[command(subcommand)]
+        cmd: sim::SimCmd,
+    },
+    /// Poll every configured analyzer once and print what the gateway would upload (not sent).
+    Poll(poll::PollOpts),
+    /// Show each platform's queue in the gateway store: depth, oldest and newest record.
+    Outbox {
+        /// Where the store is.
+        #[command(flatten)]
+        store: outbox::StoreArgs,
+        /// Print JSON Lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The on-site electronic O&M record: open or close a maintenance in the gateway store.
+    Maintenance {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: maintenance::MaintenanceCmd,
+    },
 }
 
 impl Cli {
@@ -140,10 +174,19 @@ impl Cli {
             Command::Crc { segment, all } => crc_command(&segment, all),
             Command::Encode { input } => encode_command(input.as_deref()),
             Command::Tail(opts) => tail::run(&opts, style),
+            Command::Modbus { cmd } => modbus::run(&cmd),
+            Command::Sim { cmd } => sim::run(&cmd),
+            Command::Poll(opts) => poll::run(&opts, style),
+            Command::Outbox { store, json } => outbox::run(&store, json),
+            Command::Maintenance { cmd } => maintenance::run(&cmd),
         };
         match result {
             Ok(code) => ExitCode::from(code),
             Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+            Err(e) if e.downcast_ref::<crate::ConfigError>().is_some() => {
+                let _ = writeln!(io::stderr(), "error: {e:#}");
+                ExitCode::from(78)
+            }
             Err(e) => {
                 let _ = writeln!(io::stderr(), "error: {e:#}");
                 ExitCode::from(2)
