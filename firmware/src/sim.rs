@@ -20,6 +20,17 @@ use alloc::vec::Vec;
 use crate::modbus::{ExceptionCode, FunctionCode, crc16};
 use crate::profile::{OwnedProfile, PointSpec, Profile, Target, Value};
 
+/// The length of a request ADU (unit, function, …, CRC) from its first bytes, once they say it:
+/// FC 15 and 16 carry a byte count at offset 6; every other request a master sends is 8 bytes
+/// (Modbus over serial line, §6).
+#[must_use]
+pub fn request_len(buf: &[u8]) -> Option<usize> {
+    match *buf.get(1)? {
+        0x0F | 0x10 => buf.get(6).map(|n| 9 + usize::from(*n)),
+        _ => Some(8),
+    }
+}
+
 /// A fault to inject into an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -184,6 +195,20 @@ impl Simulator {
             *r = self.register(p.unit, p.function, p.address.wrapping_add(i as u16))?;
         }
         p.decode(&regs).ok()
+    }
+
+    /// Serves a byte stream (a serial line read in pieces): appends `incoming` to `pending`, takes
+    /// every complete request out of it and returns the answers in order. A request whose
+    /// function code does not say its length is taken as 8 bytes; a damaged one gets no answer,
+    /// as on a real line.
+    pub fn serve_bytes(&mut self, pending: &mut Vec<u8>, incoming: &[u8]) -> Vec<Reply> {
+        pending.extend_from_slice(incoming);
+        let mut replies = Vec::new();
+        while let Some(len) = request_len(pending).filter(|l| pending.len() >= *l) {
+            let frame: Vec<u8> = pending.drain(..len).collect();
+            replies.extend(self.handle(&frame));
+        }
+        replies
     }
 
     /// Handles one request ADU; returns the answer, if any.

@@ -458,6 +458,7 @@ pub enum CipherForm {
     #[default]
     Binary,
     /// `{0xE4,0x3E,…}` text; length field and CRC of that text (some implementations).
+    #[serde(alias = "hex_text")]
     HexText,
 }
 

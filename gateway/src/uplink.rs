@@ -30,7 +30,7 @@
 //! - Keys: the link asks for a new key (CN 1014 `SKCreateTime`) after registration and whenever
 //!   the key in use is older than `key_rotation_days`; a platform's CN 1014 with `NewSK` installs
 //!   the new key (9011, stored, 9012), used from the next frame on.
-//! - 1001, 1014 and the heartbeat 9015 are sent with Flag D=1 and wait for the platform's `9013`
+//! - 1001, 1014 and the heartbeat 9015 are sent with Flag A=1 (answer wanted; `Flag=9` in 2025) and wait for the platform's `9013`
 //!   (resent after `OverTime`, up to `ReCount` times; then the link is dropped). The codec's
 //!   session only knows `9014` for what a site sends, so these are tracked here.
 //!
@@ -267,7 +267,7 @@ impl<'a> Link<'a> {
         self.platform.version == 2025
     }
 
-    /// Sends a message of ours with Flag D=1 outside the session and waits for its `9013`.
+    /// Sends a message of ours with Flag A=1 outside the session and waits for its `9013`.
     fn notify(&mut self, m: &Message) {
         let qn = self.qns.next_string(self.site.clock.now());
         let header = Header {

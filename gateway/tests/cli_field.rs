@@ -4,7 +4,6 @@
 //! pymodbus, a Modbus implementation we did not write. Every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use firmware::profile::{Code, Target, Value};
 use firmware::sim::Simulator;
+
+mod common;
 
 fn hj212(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hj212"))
@@ -45,57 +46,7 @@ impl Drop for Killed {
 
 // ----- Pseudo-terminals -----
 
-struct Pty {
-    path: PathBuf,
-    master: std::fs::File,
-    _slave: OwnedFd,
-}
-
-fn pty() -> Pty {
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let mut t = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
-    nix::sys::termios::cfmakeraw(&mut t);
-    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).expect("tcsetattr");
-    let path = nix::unistd::ttyname(&pty.slave).expect("ttyname");
-    Pty { path, master: std::fs::File::from(pty.master), _slave: pty.slave }
-}
-
-/// Length of a request ADU from its first bytes, once known.
-fn request_len(buf: &[u8]) -> Option<usize> {
-    match *buf.get(1)? {
-        0x0F | 0x10 => buf.get(6).map(|n| 9 + usize::from(*n)),
-        _ => Some(8),
-    }
-}
-
-/// Serves `sim` on a new pty's master side from a thread; returns the slave path (kept open).
-fn analyzer_on_pty(sim: Arc<Mutex<Simulator>>) -> (PathBuf, OwnedFd) {
-    let Pty { path, mut master, _slave } = pty();
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 256];
-        loop {
-            let n = match master.read(&mut chunk) {
-                Ok(0) | Err(_) => {
-                    // No reader on the slave side yet (EIO): wait, and forget partial requests.
-                    buf.clear();
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(len) = request_len(&buf).filter(|l| buf.len() >= *l) {
-                let frame: Vec<u8> = buf.drain(..len).collect();
-                let reply = sim.lock().unwrap().handle(&frame);
-                if let Some(reply) = reply {
-                    let _ = master.write_all(&reply.bytes);
-                }
-            }
-        }
-    });
-    (path, _slave)
-}
+use common::{analyzer_on_pty, open_pty as pty};
 
 fn cod_simulator(unit: Option<u8>) -> Arc<Mutex<Simulator>> {
     let mut profile = firmware::profile::OwnedProfile::from_profile(&firmware::profile::builtin::SURFACE_WATER_COD);
@@ -117,7 +68,8 @@ fn cod_simulator(unit: Option<u8>) -> Arc<Mutex<Simulator>> {
 
 #[test]
 fn modbus_read_decodes_a_cdab_float_and_reports_exceptions_and_timeouts() {
-    let (path, _slave) = analyzer_on_pty(cod_simulator(None));
+    let line = analyzer_on_pty(cod_simulator(None));
+    let path = line.path.clone();
     let port = path.to_str().unwrap();
     let base = ["modbus", "read", "--port", port, "--baud", "9600", "--unit", "1", "--fc", "3"];
     let out = hj212(&[&base[..], &["--addr", "0x1008", "--count", "2", "--type", "f32", "--order", "cdab"]].concat());
@@ -151,7 +103,8 @@ fn modbus_read_decodes_a_cdab_float_and_reports_exceptions_and_timeouts() {
 
 #[test]
 fn modbus_scan_finds_only_the_simulators_units() {
-    let (path, _slave) = analyzer_on_pty(cod_simulator(Some(3)));
+    let line = analyzer_on_pty(cod_simulator(Some(3)));
+    let path = line.path.clone();
     let out = hj212(&[
         "modbus",
         "scan",
@@ -238,7 +191,7 @@ fn sim_analyzer_serves_a_profile_that_modbus_read_can_read() {
         }
         assert!(Instant::now() < deadline, "the simulator never answered: {}", text(&out));
     }
-    drop((a._slave, b._slave));
+    drop((a.slave, b.slave));
 }
 
 fn frame(data: &str) -> Vec<u8> {
@@ -373,7 +326,7 @@ fn modbus_read_against_pymodbus() {
     let out = hj212(&["modbus", "read", "--port", &port, "--unit", "7", "--addr", "0x1000", "--type", "u16"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("= 1234"), "{}", text(&out));
-    drop((a._slave, b._slave));
+    drop((a.slave, b.slave));
 }
 
 // ----- poll -----
@@ -427,7 +380,8 @@ path = "{}"
 #[test]
 fn poll_prints_the_real_time_upload_and_the_snapshot_without_sending() {
     let dir = tmp("poll");
-    let (path, _slave) = analyzer_on_pty(cod_simulator(None));
+    let line = analyzer_on_pty(cod_simulator(None));
+    let path = line.path.clone();
     let config = gateway_toml(&dir, &path);
     let out = hj212(&["poll", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -3,9 +3,8 @@
 //! loopback TCP driven by the codec's platform-role session. Every wait is bounded.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,55 +24,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::analyzer_on_pty;
+
 const MN: &str = "010000A8900016F000169DC0";
 const PW: &str = "123456";
 
 // ----- The simulated analyzer on a pty -----
-
-struct Pty {
-    path: PathBuf,
-    _slave: OwnedFd,
-}
-
-/// Length of a request ADU from its first bytes, once known.
-fn request_len(buf: &[u8]) -> Option<usize> {
-    match *buf.get(1)? {
-        0x0F | 0x10 => buf.get(6).map(|n| 9 + usize::from(*n)),
-        _ => Some(8),
-    }
-}
-
-/// Opens a pty pair and serves `sim` on the master side from a thread.
-fn analyzer_on_pty(sim: Arc<Mutex<Simulator>>) -> Pty {
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let mut t = nix::sys::termios::tcgetattr(&pty.slave).expect("tcgetattr");
-    nix::sys::termios::cfmakeraw(&mut t);
-    nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t).expect("tcsetattr");
-    let path = nix::unistd::ttyname(&pty.slave).expect("ttyname");
-    let mut master = std::fs::File::from(pty.master);
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 256];
-        loop {
-            let n = match master.read(&mut chunk) {
-                Ok(0) | Err(_) => {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            while let Some(len) = request_len(&buf).filter(|l| buf.len() >= *l) {
-                let frame: Vec<u8> = buf.drain(..len).collect();
-                let reply = sim.lock().unwrap().handle(&frame);
-                if let Some(reply) = reply {
-                    let _ = master.write_all(&reply.bytes);
-                }
-            }
-        }
-    });
-    Pty { path, _slave: pty.slave }
-}
 
 fn cod_simulator() -> Arc<Mutex<Simulator>> {
     let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);

@@ -467,6 +467,7 @@ pub enum CipherFormSetting {
     /// Raw ciphertext bytes; length and CRC of the plaintext (the standard's reading).
     Binary,
     /// `{0xE4,0x3E,…}` text; length and CRC of the wire text (compatibility).
+    #[serde(alias = "hex-text")]
     HexText,
 }
 

@@ -17,6 +17,8 @@ pub struct Message {
     pub topic: String,
     /// The payload as JSON (`Value::String` with the text when it is not JSON).
     pub payload: Value,
+    /// When the subscriber received it.
+    pub received: std::time::Instant,
 }
 
 /// A subscriber running on its own task until the token is cancelled.
@@ -71,7 +73,10 @@ impl Subscriber {
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
                         let payload = serde_json::from_slice(&p.payload)
                             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&p.payload).into_owned()));
-                        if tx.send(Message { topic: p.topic.clone(), payload }).is_err() {
+                        if tx
+                            .send(Message { topic: p.topic.clone(), payload, received: std::time::Instant::now() })
+                            .is_err()
+                        {
                             return;
                         }
                     }

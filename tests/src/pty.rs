@@ -69,7 +69,7 @@ impl Line {
                 if buf.len() > 512 {
                     buf.clear(); // Line noise that never formed a request.
                 }
-                while let Some(len) = request_len(&buf).filter(|l| buf.len() >= *l) {
+                while let Some(len) = firmware::sim::request_len(&buf).filter(|l| buf.len() >= *l) {
                     let frame: Vec<u8> = buf.drain(..len).collect();
                     let reply = devices.iter().find_map(|d| with(d, |s| s.handle(&frame)));
                     if let Some(reply) = reply {
@@ -91,13 +91,5 @@ impl Line {
 impl Drop for Line {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Length of a Modbus RTU request ADU from its first bytes, once known.
-fn request_len(buf: &[u8]) -> Option<usize> {
-    match *buf.get(1)? {
-        0x0F | 0x10 => buf.get(6).map(|n| 9 + usize::from(*n)),
-        _ => Some(8),
     }
 }

@@ -202,6 +202,15 @@ pub fn gateway_config(site: &Site, dir: &Path, device: &Path, platform: SocketAd
 /// # Errors
 /// The text does not parse (a bug here, or a renamed setting in ingest).
 pub fn ingest_config(dir: &Path, broker: Option<SocketAddr>) -> anyhow::Result<hj212_ingest::Config> {
+    ingest_config_with(dir, broker, "")
+}
+
+/// [`ingest_config`] with `extra` TOML appended (more `[[registry]]` entries, `[keys]`,
+/// `[registration]`, …).
+///
+/// # Errors
+/// The text does not parse.
+pub fn ingest_config_with(dir: &Path, broker: Option<SocketAddr>, extra: &str) -> anyhow::Result<hj212_ingest::Config> {
     let mqtt = match broker {
         Some(b) => format!("host = \"{}\"\nport = {}\nembedded = false", b.ip(), b.port()),
         None => "embedded = true\nembedded_port = 0".to_string(),
@@ -246,5 +255,5 @@ allowed_st = ["31"]
         log = dir.join("ingest-packets.log").display().to_string(),
         spool = dir.join("ingest-spool").display().to_string(),
     );
-    Ok(hj212_ingest::Config::from_toml(&text)?)
+    Ok(hj212_ingest::Config::from_toml(&format!("{text}\n{extra}\n"))?)
 }

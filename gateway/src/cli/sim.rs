@@ -111,15 +111,6 @@ fn apply_set(sim: &mut Simulator, item: &str) -> Result<()> {
     Ok(())
 }
 
-/// Length of a request ADU from its first bytes, once known.
-#[must_use]
-pub fn request_len(buf: &[u8]) -> Option<usize> {
-    match *buf.get(1)? {
-        0x0F | 0x10 => buf.get(6).map(|n| 9 + usize::from(*n)),
-        _ => Some(8),
-    }
-}
-
 fn analyzer(o: &AnalyzerOpts) -> Result<u8> {
     let owned = profile(&o.profile, o.unit)?;
     let mut sim = Simulator::new(&owned.as_profile());
@@ -165,7 +156,7 @@ fn analyzer(o: &AnalyzerOpts) -> Result<u8> {
             continue;
         }
         buf.extend_from_slice(&chunk[..n]);
-        while let Some(len) = request_len(&buf).filter(|l| buf.len() >= *l) {
+        while let Some(len) = firmware::sim::request_len(&buf).filter(|l| buf.len() >= *l) {
             let frame: Vec<u8> = buf.drain(..len).collect();
             let Some(reply) = sim.handle(&frame) else { continue };
             std::thread::sleep(Duration::from_micros(u64::from(reply.delay_us)));
