@@ -1,7 +1,8 @@
 //! A TCP proxy between the gateway and ingest that a test controls: it can cut every connection
 //! (both ends closed at once, as when a modem drops), black-hole the link (bytes are read and
 //! thrown away in both directions while both connections stay open, as on a dead mobile link),
-//! and be pointed at a new upstream (ingest restarted on another port).
+//! and be pointed at a new upstream (ingest restarted on another port). A frame filter can drop
+//! chosen HJ 212 frames on their way up (a lossy link that loses one upload).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,12 +13,26 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug)]
+/// Decides, for one whole frame sent by the gateway (`##` … CR LF), whether the proxy drops it.
+pub type FrameFilter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 struct State {
     upstream: Mutex<SocketAddr>,
     blackhole: AtomicBool,
     cut: Mutex<CancellationToken>,
     connections: AtomicU64,
+    filter: Mutex<Option<FrameFilter>>,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("blackhole", &self.blackhole)
+            .field("connections", &self.connections)
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running proxy; it stops when dropped.
@@ -41,6 +56,8 @@ impl Proxy {
             blackhole: AtomicBool::new(false),
             cut: Mutex::new(CancellationToken::new()),
             connections: AtomicU64::new(0),
+            filter: Mutex::new(None),
+            dropped: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, state.clone(), stop.clone()));
@@ -68,6 +85,19 @@ impl Proxy {
     /// Points new connections at `upstream`.
     pub fn set_upstream(&self, upstream: SocketAddr) {
         *self.state.upstream.lock().unwrap_or_else(PoisonError::into_inner) = upstream;
+    }
+
+    /// Drops every upstream frame (gateway → ingest) for which `filter` returns true, on
+    /// connections opened from now on; `None` forwards everything again. While a filter is set,
+    /// upstream bytes are forwarded frame by frame (up to each CR LF).
+    pub fn set_frame_filter(&self, filter: Option<FrameFilter>) {
+        *self.state.filter.lock().unwrap_or_else(PoisonError::into_inner) = filter;
+    }
+
+    /// Frames dropped by the frame filter so far.
+    #[must_use]
+    pub fn frames_dropped(&self) -> u64 {
+        self.state.dropped.load(Ordering::Relaxed)
     }
 
     /// Connections accepted so far.
@@ -102,16 +132,24 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: Cancellatio
             let (crd, cwr) = client.into_split();
             let (srd, swr) = server.into_split();
             let both = token.child_token();
-            tokio::spawn(pump(crd, swr, state.clone(), both.clone()));
-            tokio::spawn(pump(srd, cwr, state, both));
+            tokio::spawn(pump(crd, swr, state.clone(), both.clone(), true));
+            tokio::spawn(pump(srd, cwr, state, both, false));
         });
     }
 }
 
 /// Copies one direction until either side closes or the connection is cut; closing one direction
-/// closes the other too.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, state: Arc<State>, token: CancellationToken) {
+/// closes the other too. `upstream` is the gateway → ingest direction (where the frame filter
+/// applies).
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    state: Arc<State>,
+    token: CancellationToken,
+    upstream: bool,
+) {
     let mut buf = vec![0u8; 8192];
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = tokio::select! {
             () = token.cancelled() => break,
@@ -123,7 +161,25 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, state: Arc<State>
         if state.blackhole.load(Ordering::SeqCst) {
             continue;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        let filter = if upstream { state.filter.lock().unwrap_or_else(PoisonError::into_inner).clone() } else { None };
+        let Some(filter) = filter else {
+            let held = std::mem::take(&mut pending);
+            if (!held.is_empty() && to.write_all(&held).await.is_err()) || to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            continue;
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        while let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+            let frame: Vec<u8> = pending.drain(..end + 2).collect();
+            if filter(&frame) {
+                state.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                out.extend_from_slice(&frame);
+            }
+        }
+        if !out.is_empty() && to.write_all(&out).await.is_err() {
             break;
         }
     }

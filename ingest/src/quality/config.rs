@@ -201,6 +201,9 @@ pub struct LinkConfig {
     pub failure_window_minutes: f64,
     /// Failures in the window that raise an alert. Default 5.
     pub failure_threshold: u32,
+    /// An analyzer whose values are flagged `B` (no communication) for this long raises
+    /// `analyzer_comm_failure`. Default 10 minutes.
+    pub analyzer_comm_minutes: f64,
 }
 
 impl Default for LinkConfig {
@@ -211,6 +214,7 @@ impl Default for LinkConfig {
             offline_after_minutes: 120.0,
             failure_window_minutes: 10.0,
             failure_threshold: 5,
+            analyzer_comm_minutes: 10.0,
         }
     }
 }

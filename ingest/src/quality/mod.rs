@@ -171,6 +171,9 @@ pub enum Rule {
     RepeatedCrcFailures,
     /// Repeated authentication failures.
     RepeatedAuthFailures,
+    /// An analyzer whose data has been flagged `B` (no communication with the DAU: an unplugged
+    /// cable, a dead analyzer) for longer than allowed while the DAU itself keeps sending.
+    AnalyzerCommFailure,
 }
 
 impl Rule {
@@ -179,6 +182,7 @@ impl Rule {
     pub const fn name(self) -> &'static str {
         match self {
             Self::FlatLine => "flat_line",
+            Self::AnalyzerCommFailure => "analyzer_comm_failure",
             Self::NearLimit => "near_limit",
             Self::UncalibratedParameterChange => "uncalibrated_parameter_change",
             Self::StandardCheckFailed => "standard_check_failed",

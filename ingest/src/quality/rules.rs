@@ -93,6 +93,8 @@ pub(crate) struct Rules {
     facility: BTreeMap<String, Facility>,
     latches: BTreeSet<(String, Rule, String)>,
     seen_checks: BTreeSet<(String, String, Ms)>,
+    /// (MN, code) → the first real-time value flagged `B` in the current run.
+    comm_lost: BTreeMap<(String, String), Ms>,
 }
 
 /// Builds an alert.
@@ -154,6 +156,9 @@ impl Rules {
             if !is_pollutant(&item.code) {
                 continue;
             }
+            if cn == 2011 {
+                self.analyzer_comm(cfg, mn, &item.code, data_time, flag(item) == "B", out);
+            }
             if flag(item) == "C" {
                 self.dc.entry(mn.to_string()).or_default().evidence.push((item.code.clone(), data_time, "flag C"));
             }
@@ -184,6 +189,32 @@ impl Rules {
             }
             self.facility_check(cfg, mn, now, out);
         }
+    }
+
+    /// Tracks runs of real-time values flagged `B` per analyzer; one alert per run.
+    fn analyzer_comm(&mut self, cfg: &QualityConfig, mn: &str, code: &str, t: Ms, lost: bool, out: &mut Vec<Alert>) {
+        let key = (mn.to_string(), code.to_string());
+        if !lost {
+            self.comm_lost.remove(&key);
+            self.release(mn, Rule::AnalyzerCommFailure, code);
+            return;
+        }
+        let first = *self.comm_lost.entry(key).or_insert(t);
+        if t - first < minutes(cfg.link.analyzer_comm_minutes) || !self.latch(mn, Rule::AnalyzerCommFailure, code) {
+            return;
+        }
+        out.push(alert(
+            mn,
+            Rule::AnalyzerCommFailure,
+            Severity::Warning,
+            t,
+            Some(code),
+            vec![Evidence::time("first value flagged B", dt(first)), Evidence::time("latest value flagged B", dt(t))],
+            format!(
+                "{code}: no communication between analyzer and DAU (flag B) for {:.0} min while the DAU keeps sending",
+                (t - first) as f64 / 60_000.0
+            ),
+        ));
     }
 
     /// A site-information message (3020).
@@ -767,6 +798,45 @@ mod tests {
             }],
             ..QualityConfig::default()
         }
+    }
+
+    #[test]
+    fn values_flagged_b_for_too_long_raise_analyzer_comm_failure_once_per_run() {
+        let cfg = QualityConfig::default();
+        let mut r = Rules::default();
+        let mut out = Vec::new();
+        let b = [item("w01018", &[("Flag", "B")]), item("w00000", &[("Rtd", "3.5"), ("Flag", "N")])];
+        // 9 minutes of B: not yet.
+        for i in 0..10 {
+            r.on_data(&cfg, "A", 2011, T0 + i * MINUTE, 0, &b, T0 + i * MINUTE, &mut out);
+        }
+        assert!(out.is_empty());
+        // The tenth minute raises it, once, for the silent analyzer only.
+        for i in 10..30 {
+            r.on_data(&cfg, "A", 2011, T0 + i * MINUTE, 0, &b, T0 + i * MINUTE, &mut out);
+        }
+        assert_eq!(rules_of(&out), vec![Rule::AnalyzerCommFailure]);
+        assert_eq!(out[0].subject.as_deref(), Some("w01018"));
+        // Back to normal, then a new run alerts again.
+        let ok = [item("w01018", &[("Rtd", "40"), ("Flag", "N")])];
+        r.on_data(&cfg, "A", 2011, T0 + 31 * MINUTE, 0, &ok, T0 + 31 * MINUTE, &mut out);
+        for i in 32..45 {
+            r.on_data(&cfg, "A", 2011, T0 + i * MINUTE, 0, &b, T0 + i * MINUTE, &mut out);
+        }
+        assert_eq!(rules_of(&out), vec![Rule::AnalyzerCommFailure, Rule::AnalyzerCommFailure]);
+    }
+
+    #[test]
+    fn short_communication_glitches_do_not_alert() {
+        let cfg = QualityConfig::default();
+        let mut r = Rules::default();
+        let mut out = Vec::new();
+        for i in 0..60 {
+            let f = if i % 6 == 0 { "B" } else { "N" };
+            let it = [item("w01018", &[("Rtd", "40"), ("Flag", f)])];
+            r.on_data(&cfg, "A", 2011, T0 + i * MINUTE, 0, &it, T0 + i * MINUTE, &mut out);
+        }
+        assert!(out.iter().all(|a| a.rule != Rule::AnalyzerCommFailure));
     }
 
     #[test]
