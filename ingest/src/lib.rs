@@ -21,6 +21,7 @@
 //!   the daemon (alerts, daily records, gap recovery, the state file read by `report`/`compare`);
 //! * `http`: the Prometheus `/metrics` and `/healthz` endpoint;
 //! * [`v2025`]: HJ 212-2025 encryption, key store and registration;
+//! * [`watchdog`]: systemd watchdog interval and status text for the binary's main loop;
 //! * [`auth`], [`dedup`], [`payload`], [`metrics`], [`broker`] (the embedded rumqttd), `packet_log`.
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
@@ -40,6 +41,7 @@ pub mod quality;
 pub mod quality_task;
 pub mod spool;
 pub mod v2025;
+pub mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

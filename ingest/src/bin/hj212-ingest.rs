@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 use hj212_ingest::quality::{self, report::CalendarMetric};
@@ -243,10 +245,45 @@ async fn daemon(config: Config, path: Option<PathBuf>) -> ExitCode {
             return if error.is::<ConfigError>() { ExitCode::from(78) } else { ExitCode::FAILURE };
         }
     };
+    let metrics = handle.metrics().clone();
+    let status = || {
+        hj212_ingest::watchdog::status_line(
+            metrics.gauges.connections_open.load(Ordering::Relaxed),
+            metrics.gauges.mqtt_connected.load(Ordering::Relaxed) == 1,
+        )
+    };
     // Errors are ignored: outside systemd there is no NOTIFY_SOCKET and this does nothing.
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status())]);
     tokio::spawn(signals(token.clone(), handle.reloader(), path));
-    let result = handle.wait().await;
+    let env = |name: &str| std::env::var(name).ok();
+    let plan = hj212_ingest::watchdog::plan(
+        env("NOTIFY_SOCKET").as_deref(),
+        env("WATCHDOG_USEC").as_deref(),
+        env("WATCHDOG_PID").as_deref(),
+        std::process::id(),
+    );
+    if let Some(p) = plan {
+        tracing::info!(interval_ms = p.interval.as_millis(), watchdog = p.watchdog, "systemd notification enabled.");
+    }
+    // The watchdog is pinged from this loop, which also waits for the daemon to stop: a wedged
+    // runtime stops the pings and lets systemd restart the service.
+    let mut tick = tokio::time::interval(plan.map_or(Duration::from_secs(3600), |p| p.interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wait = handle.wait();
+    tokio::pin!(wait);
+    let result = loop {
+        tokio::select! {
+            result = &mut wait => break result,
+            _ = tick.tick(), if plan.is_some() => {
+                let text = status();
+                let _ = if plan.is_some_and(|p| p.watchdog) {
+                    sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog, sd_notify::NotifyState::Status(&text)])
+                } else {
+                    sd_notify::notify(false, &[sd_notify::NotifyState::Status(&text)])
+                };
+            }
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

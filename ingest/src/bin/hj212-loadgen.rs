@@ -23,7 +23,11 @@ use hj212_codec::packet::{Flag, Packet, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const MAX_CLIENTS: usize = 2000;
+const MAX_CLIENTS: usize = 12_000;
+/// Connection attempts in flight at once while the DAUs connect (the listen backlog is finite).
+const CONNECTS_IN_FLIGHT: usize = 200;
+/// The longest the connect phase may take before sending starts anyway.
+const CONNECT_PHASE_LIMIT: Duration = Duration::from_secs(120);
 const MAX_DURATION_SECS: u64 = 300;
 const PW: &str = "123456";
 
@@ -62,10 +66,11 @@ struct DauArgs {
     /// With --spawn: turn the data-quality engine off (it runs by default, without state file).
     #[arg(long)]
     no_quality: bool,
-    /// Simulated DAUs (at most 2000).
+    /// Simulated DAUs (at most 12 000; above about 1000 raise the fd limit, see
+    /// `ingest/bench/conn10k.sh`).
     #[arg(long, default_value_t = 50)]
     daus: usize,
-    /// Uploads per second per DAU.
+    /// Uploads per second per DAU (0.1 = one every 10 s).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
     /// Seconds of sending (at most 300).
@@ -78,7 +83,7 @@ struct BaselineArgs {
     /// The broker (loopback); with neither this nor --spawn, an embedded rumqttd is started.
     #[arg(long)]
     broker: Option<SocketAddr>,
-    /// Publishers (at most 2000).
+    /// Publishers (at most 12 000).
     #[arg(long, default_value_t = 50)]
     publishers: usize,
     /// Messages per second per publisher.
@@ -96,8 +101,8 @@ fn check_bounds(clients: usize, rate: f64, duration: u64) -> anyhow::Result<()> 
     if clients == 0 || clients > MAX_CLIENTS {
         bail!("the client count must be between 1 and {MAX_CLIENTS}");
     }
-    if !(rate > 0.0 && rate <= 1000.0) {
-        bail!("the rate must be above 0 and at most 1000 per second per client");
+    if !(0.01..=1000.0).contains(&rate) {
+        bail!("the rate must be between 0.01 and 1000 per second per client");
     }
     if duration == 0 || duration > MAX_DURATION_SECS {
         bail!("the duration must be between 1 and {MAX_DURATION_SECS} seconds");
@@ -189,28 +194,54 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
         loopback(args.target.context("--target or --spawn is required")?)?
     };
 
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    let sent_total = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let send_until = start + Duration::from_secs(args.duration);
+    let sent_total = Arc::new(AtomicU64::new(0));
+    // Open connections now, and connection attempts that failed.
+    let open = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let connect_gate = Arc::new(tokio::sync::Semaphore::new(CONNECTS_IN_FLIGHT));
+    // Sending starts for every DAU at once, once all are connected: the value is the end of
+    // sending.
+    let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let period = Duration::from_secs_f64(1.0 / args.rate);
+    // A DAU's reader gives up after this long without any byte (two periods, at least 5 s).
+    let read_limit = (period * 2).max(Duration::from_secs(5));
+    let connect_start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.daus {
         let (latencies, sent_total) = (latencies.clone(), sent_total.clone());
-        let period = Duration::from_secs_f64(1.0 / args.rate);
+        let (open, failed, connect_gate, mut go_rx) =
+            (open.clone(), failed.clone(), connect_gate.clone(), go_rx.clone());
+        let spread = period.mul_f64(i as f64 / args.daus as f64);
         tasks.push(tokio::spawn(async move {
             let mn = format!("LOADGEN{i:017}");
-            let Ok(stream) = TcpStream::connect(target).await else { return };
+            let stream = {
+                let Ok(_permit) = connect_gate.acquire().await else { return };
+                match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(target)).await {
+                    Ok(Ok(s)) => s,
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            };
+            open.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
+            let Ok(Some(send_until)) = go_rx.wait_for(Option::is_some).await.map(|v| *v) else {
+                open.fetch_sub(1, Ordering::Relaxed);
+                return;
+            };
             let (mut rd, mut wr) = stream.into_split();
             let outstanding: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
             let reader_out = outstanding.clone();
             let reader_lat = latencies.clone();
             let reader = tokio::spawn(async move {
                 let mut deframer = Deframer::default();
-                let mut buf = vec![0u8; 8192];
+                let mut buf = vec![0u8; 1024];
                 let mut mine = Vec::new();
                 loop {
-                    match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut buf)).await {
+                    match tokio::time::timeout(read_limit, rd.read(&mut buf)).await {
                         Ok(Ok(n)) if n > 0 => deframer.feed(&buf[..n]),
                         _ => break,
                     }
@@ -234,7 +265,7 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
                 }
             });
             // Spread the DAUs over one period so they do not send in lockstep.
-            tokio::time::sleep(period.mul_f64(i as f64 / 1000.0 % 1.0)).await;
+            tokio::time::sleep(spread).await;
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n: u64 = 0;
@@ -259,22 +290,40 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
                 if wr.write_all(&frame).await.is_err() {
                     break;
                 }
-                sent_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                sent_total.fetch_add(1, Ordering::Relaxed);
             }
-            let _ = tokio::time::timeout(Duration::from_secs(6), reader).await;
+            let _ = tokio::time::timeout(read_limit + Duration::from_secs(1), reader).await;
+            open.fetch_sub(1, Ordering::Relaxed);
         }));
     }
+    drop(go_rx);
+    while open.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < args.daus
+        && connect_start.elapsed() < CONNECT_PHASE_LIMIT
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connect_secs = connect_start.elapsed().as_secs_f64();
+    let connected = open.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let send_until = start + Duration::from_secs(args.duration);
+    let _ = go_tx.send(Some(send_until));
+    eprintln!("connected {connected} of {} DAUs in {connect_secs:.1} s; sending for {} s", args.daus, args.duration);
+    // Connections still open just before the end of sending (none drop while held).
+    tokio::time::sleep_until((send_until - Duration::from_millis(500)).into()).await;
+    let held = open.load(Ordering::Relaxed);
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(args.duration + 15), t).await;
+        let _ = tokio::time::timeout(Duration::from_secs(args.duration) + read_limit * 2, t).await;
     }
     let elapsed = start.elapsed();
-    let sent = sent_total.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = sent_total.load(Ordering::Relaxed);
     let lat = std::mem::take(&mut *latencies.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let (answered, p50, p99, max) = summary(lat);
     println!(
-        "dau: daus={} rate={}/s/dau duration={}s sent={sent} answered={answered} unanswered={} \
+        "dau: daus={} connected={connected} failed={} held_at_end={held} connect_phase={connect_secs:.1}s \
+         rate={}/s/dau duration={}s sent={sent} answered={answered} unanswered={} \
          throughput={:.0} acks/s frame->9014 p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms",
         args.daus,
+        failed.load(Ordering::Relaxed),
         args.rate,
         args.duration,
         sent.saturating_sub(answered as u64),
