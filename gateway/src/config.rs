@@ -499,11 +499,18 @@ pub struct Store {
     pub retention_days: u32,
     /// Records one platform's queue may hold; past it, real-time records are dropped oldest first.
     pub max_queue_records: u64,
+    /// sled's page cache, MiB (sled's own default is 1024; the store's working set is small).
+    pub cache_capacity_mib: u64,
 }
 
 impl Default for Store {
     fn default() -> Self {
-        Self { path: "/var/lib/hj212-gateway/store".into(), retention_days: 400, max_queue_records: 200_000 }
+        Self {
+            path: "/var/lib/hj212-gateway/store".into(),
+            retention_days: 400,
+            max_queue_records: 200_000,
+            cache_capacity_mib: 4,
+        }
     }
 }
 

@@ -111,7 +111,8 @@ pub async fn start_with(config: Config, shutdown: CancellationToken, options: Op
     let platforms: Vec<String> = config.platform.iter().map(|p| p.name.clone()).collect();
     let store = {
         let (path, names, cap) = (config.store.path.clone(), platforms.clone(), config.store.max_queue_records);
-        tokio::task::spawn_blocking(move || SledStore::open(&path, &names, cap))
+        let cache = Some(config.store.cache_capacity_mib.max(1) * 1024 * 1024);
+        tokio::task::spawn_blocking(move || SledStore::open_with_cache(&path, &names, cap, cache))
             .await
             .context("store task")?
             .with_context(|| format!("cannot open the store at {}", config.store.path.display()))?

@@ -255,10 +255,14 @@ fn history_key(cn: u16, data_time_ms: i64, seq: u64) -> [u8; 18] {
 /// is dropped, so an immediate reopen (a restart inside one process, as the tests and `hj212`
 /// subcommands do) can briefly see the lock still held. Another process holding it is reported
 /// after the wait.
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+fn open_db(path: &Path, cache_bytes: Option<u64>) -> Result<sled::Db, StoreError> {
     let mut waited = 0;
     loop {
-        match sled::Config::new().path(path).open() {
+        let mut config = sled::Config::new().path(path);
+        if let Some(bytes) = cache_bytes {
+            config = config.cache_capacity(bytes);
+        }
+        match config.open() {
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") => {
                 if waited >= 2000 {
                     return Err(sled::Error::Io(e).into());
@@ -278,7 +282,21 @@ impl SledStore {
     /// # Errors
     /// The database cannot be opened.
     pub fn open(path: &Path, platforms: &[String], max_queue_records: u64) -> Result<Self, StoreError> {
-        let db = open_db(path)?;
+        Self::open_with_cache(path, platforms, max_queue_records, None)
+    }
+
+    /// As [`SledStore::open`], with sled's page cache limited to `cache_bytes` (sled's default,
+    /// 1 GiB, when `None`).
+    ///
+    /// # Errors
+    /// The database cannot be opened.
+    pub fn open_with_cache(
+        path: &Path,
+        platforms: &[String],
+        max_queue_records: u64,
+        cache_bytes: Option<u64>,
+    ) -> Result<Self, StoreError> {
+        let db = open_db(path, cache_bytes)?;
         let mut queues = Vec::new();
         for name in platforms {
             queues.push((name.clone(), db.open_tree(format!("queue/{name}"))?));
