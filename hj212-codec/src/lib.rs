@@ -32,6 +32,8 @@
 //! - `std` (default): implies `alloc`; adds `std::error::Error` for [`Error`].
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
+// The README's example runs as a doctest too.
+#![cfg_attr(doctest, doc = include_str!("../README.md"))]
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
 #[cfg(any(feature = "alloc", test))]
