@@ -45,6 +45,10 @@
 //! stands for the concentration until the next one. Cycles that read no valid time (comms loss)
 //! add nothing to a batch series; comms state goes up through 3020 i12002.
 //!
+//! HJ 212-2025 (provisional, [`AcquireConfig::hj212_2025`], default off; `docs/devices.md`): a new
+//! batch measurement also goes up as one CN 2013 ([`COMPLETE_TIME`], [`SAMPLE_TYPE`]), and the
+//! [`FURNACE_TEMPERATURE`] series as a five-minute mean, CN 2111.
+//!
 //! `DataTime` is the sampling instant for 2011/2021 and the period start for 2051/2061/2031/2041
 //! (HJ 212-2017 Table 4). Values are written as decimal text with the fraction digits of the code's
 //! Appendix B data type `Nx.y` ([`decimals_for`]).
@@ -220,6 +224,58 @@ pub struct ZsConfig {
     pub codes: Vec<Code>,
 }
 
+/// The optional profile point with the time the analyzer finished a batch measurement (2013
+/// `-CompleteTime`); a time-typed `Info` point with this name. Our own name (codes are 8 bytes).
+pub const COMPLETE_TIME: Target = Target::Info(Code::new("CplTime"));
+/// The optional profile point with a batch measurement's sampling mode (2013 `-SampleType`).
+pub const SAMPLE_TYPE: Target = Target::Info(Code::new("SmpType"));
+/// The furnace temperature code whose five-minute mean goes up as CN 2111 (HJ 212-2017 App. B
+/// `a01901`, mean combustion temperature in a waste incinerator's furnace, ℃, N4.1).
+pub const FURNACE_TEMPERATURE: Code = Code::new("a01901");
+
+fn n14_text(n: [u8; 14]) -> String {
+    core::str::from_utf8(&n).unwrap_or("").into()
+}
+
+fn profile_time_text(t: DateTime) -> String {
+    let mut n = [0u8; 14];
+    t.write_hj212(&mut n);
+    n14_text(n)
+}
+
+/// The provisional HJ 212-2025 CN 2013 record of one new batch measurement `smp` of reading `r`,
+/// polled at `now` (digest §5.1 C28, layout of its §13.3 example):
+/// `DataTime` = start of the hour of `SampleTime`; `-SampleTime`; `-CompleteTime` from
+/// [`COMPLETE_TIME`], else `now`; `-SampleType` from [`SAMPLE_TYPE`], else the config's; `-Avg`;
+/// `-Flag`. `None` without a `SampleTime` or value.
+fn raw_record(config: &AcquireConfig, r: &Reading<'_>, smp: &Sample, now: Time) -> Option<Message> {
+    let st = smp.sample_time?;
+    let value = smp.value?;
+    let data_time =
+        Time { year: st.year, month: st.month, day: st.day, hour: st.hour, minute: 0, second: 0, millis: 0 };
+    let complete = match r.value(&COMPLETE_TIME) {
+        Some(Value::Time(t)) => profile_time_text(t),
+        _ => n14_text(now.n14()),
+    };
+    let sample_type = match r.value(&SAMPLE_TYPE).and_then(|v| v.as_f64()) {
+        Some(v) if (0.0..=99.0).contains(&v) => v as u8,
+        _ => config.raw_sample_type,
+    };
+    let dec = decimals_for(smp.code.as_str(), config.default_decimals);
+    let fields = alloc::vec![
+        ("SampleTime".into(), profile_time_text(st)),
+        ("CompleteTime".into(), complete),
+        ("SampleType".into(), alloc::format!("{sample_type}")),
+        ("Avg".into(), format_decimal(value, dec)),
+        ("Flag".into(), smp.flag.as_char().into()),
+    ];
+    Some(Message::Data {
+        cn: Command::RawData,
+        data_time,
+        items: alloc::vec![DataItem { code: smp.code.as_str().into(), fields }],
+    })
+}
+
 /// Settings of an [`Acquisition`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcquireConfig {
@@ -246,6 +302,11 @@ pub struct AcquireConfig {
     pub default_decimals: u8,
     /// Fraction digits of `Cou` values (default 3).
     pub cou_decimals: u8,
+    /// The platform speaks HJ 212-2025 (default off): adds the provisional 2025 records, CN 2013
+    /// (one per new batch measurement) and CN 2111 (five-minute mean furnace temperature `a01901`).
+    pub hj212_2025: bool,
+    /// `SampleType` of a 2013 record when the profile reads none (default 1, routine).
+    pub raw_sample_type: u8,
 }
 
 impl Default for AcquireConfig {
@@ -262,6 +323,8 @@ impl Default for AcquireConfig {
             max_slice_ms: 60_000,
             default_decimals: 3,
             cou_decimals: 3,
+            hj212_2025: false,
+            raw_sample_type: 1,
         }
     }
 }
@@ -320,6 +383,8 @@ struct Series {
     fresh: bool,
     latest: Option<Sample>,
     latest_zs: Option<f64>,
+    /// Samples of the open five-minute window (kept for [`FURNACE_TEMPERATURE`] only).
+    five: MeanAccumulator,
     minute: Agg,
     block: Agg,
     hour: Agg,
@@ -338,6 +403,8 @@ struct Facility {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Starts {
+    /// The five-minute window of CN 2111.
+    five: i64,
     minute: i64,
     block: i64,
     hour: i64,
@@ -362,7 +429,13 @@ fn period_ms(t: &Time, minutes: i64) -> i64 {
 
 fn starts(t: &Time, min_interval: u8) -> Starts {
     let m = if min_interval > 0 && 60 % min_interval == 0 { i64::from(min_interval) } else { 1 };
-    Starts { minute: period_ms(t, 1), block: period_ms(t, m), hour: period_ms(t, 60), day: period_ms(t, 1440) }
+    Starts {
+        five: period_ms(t, 5),
+        minute: period_ms(t, 1),
+        block: period_ms(t, m),
+        hour: period_ms(t, 60),
+        day: period_ms(t, 1440),
+    }
 }
 
 fn time_at(ms: i64) -> Time {
@@ -408,6 +481,7 @@ impl Acquisition {
             batch: false,
             last_sample_time: None,
             fresh: false,
+            five: MeanAccumulator::default(),
             minute: Agg::default(),
             block: Agg::default(),
             hour: Agg::default(),
@@ -439,7 +513,8 @@ impl Acquisition {
     /// Feeds one cycle at civil time `now` and tick `now_ms`, and returns the records that came due:
     /// closed minute blocks (2051), hours (2061), days (2031, 2041), the facility power items (3020
     /// i33200–i33202, with each minute record) and, every `RtdInterval`, real-time data (2011) and
-    /// facility states (2021).
+    /// facility states (2021); with HJ 212-2025, CN 2111 each five minutes and one CN 2013 per new
+    /// batch measurement.
     ///
     /// The slice since the previous cycle is added to the open periods with the previous cycle's
     /// values, then the periods that ended are closed, then this cycle's samples start the new ones;
@@ -454,7 +529,7 @@ impl Acquisition {
             self.close(prev, s, &mut out);
         }
         self.starts = Some(s);
-        self.add_samples(readings);
+        self.add_samples(now, readings, &mut out);
         let due =
             self.last_rtd_ms.is_none_or(|l| now_ms.saturating_sub(l) >= u64::from(self.config.rtd_interval_s) * 1000);
         if due {
@@ -503,7 +578,7 @@ impl Acquisition {
         }
     }
 
-    fn add_samples(&mut self, readings: &[Reading<'_>]) {
+    fn add_samples(&mut self, now: Time, readings: &[Reading<'_>], out: &mut Vec<Message>) {
         let valid_flags = self.config.valid_flags;
         let o2 = self.config.zs.as_ref().and_then(|z| {
             readings
@@ -533,6 +608,9 @@ impl Acquisition {
                     ser.fresh = true;
                     ser.latest = Some(smp);
                     ser.latest_zs = zs;
+                    if self.config.hj212_2025 {
+                        out.extend(raw_record(&self.config, r, &smp, now));
+                    }
                     let value = smp.value.unwrap_or(f64::NAN);
                     for agg in [&mut ser.minute, &mut ser.block, &mut ser.hour, &mut ser.day] {
                         agg.note_flag(smp.flag);
@@ -553,6 +631,9 @@ impl Acquisition {
                 }
                 // Sample-level means: the 1-minute mean (23) and the MinInterval block (15).
                 let value = smp.value.unwrap_or(f64::NAN);
+                if self.config.hj212_2025 && ser.code == FURNACE_TEMPERATURE {
+                    ser.five.push(value, smp.flag, valid_flags);
+                }
                 ser.minute.mean.push(value, smp.flag, valid_flags);
                 ser.block.mean.push(value, smp.flag, valid_flags);
                 if let Some(z) = zs {
@@ -591,6 +672,14 @@ impl Acquisition {
     fn close(&mut self, prev: Starts, now: Starts, out: &mut Vec<Message>) {
         let v = self.config.validity;
         let valid_flags = self.config.valid_flags;
+        if prev.five != now.five {
+            if self.config.hj212_2025 {
+                out.extend(self.furnace_record(time_at(prev.five)));
+            }
+            for s in &mut self.series {
+                s.five = MeanAccumulator::default();
+            }
+        }
         if prev.minute != now.minute {
             for s in &mut self.series {
                 if s.batch {
@@ -699,6 +788,23 @@ impl Acquisition {
             items.push(DataItem { code: s.code.as_str().into(), fields });
         }
         Message::Data { cn, data_time: start, items }
+    }
+
+    /// The provisional HJ 212-2025 CN 2111 record of the five-minute window starting at `start`:
+    /// `a01901-Avg`, the mean of its valid samples (digest §5.1 C31 gives no flag). `None` when the
+    /// window had no valid sample or no furnace point.
+    fn furnace_record(&self, start: Time) -> Option<Message> {
+        let s = self.series.iter().find(|s| s.code == FURNACE_TEMPERATURE)?;
+        let avg = s.five.finish(1).avg?;
+        let dec = decimals_for(s.code.as_str(), self.config.default_decimals);
+        Some(Message::Data {
+            cn: Command::FurnaceTemperature,
+            data_time: start,
+            items: alloc::vec![DataItem {
+                code: s.code.as_str().into(),
+                fields: alloc::vec![("Avg".into(), format_decimal(avg, dec))],
+            }],
+        })
     }
 
     fn realtime(&self, now: Time) -> Option<Message> {

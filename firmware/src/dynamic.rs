@@ -482,6 +482,10 @@ impl Tracker {
             push(Some(ParamKey::Alarm), Code::new("Alarm"), Source::Alarm);
         }
         for (i, p) in profile.points.iter().enumerate() {
+            // The 2013 record's own inputs are per measurement, not parameters.
+            if p.target == crate::acquire::COMPLETE_TIME || p.target == crate::acquire::SAMPLE_TYPE {
+                continue;
+            }
             if let Target::Info(c) = p.target {
                 push(resolve(c, kind), c, Source::Point(i));
             }

@@ -5,12 +5,12 @@
 mod common;
 
 use common::{DePin, Delay, Port, Shared, line};
-use firmware::acquire::{AcquireConfig, Acquisition, Reading, decode_block};
+use firmware::acquire::{AcquireConfig, Acquisition, COMPLETE_TIME, Reading, SAMPLE_TYPE, decode_block};
 use firmware::dynamic::{DynamicConfig, HEBEI, NATIONAL, Tracker};
 use firmware::modbus::{
     CoalesceConfig, HealthConfig, HealthTable, Master, MasterConfig, ReadBlock, Response, coalesce_vec,
 };
-use firmware::profile::builtin::{ENERGY_METER, FLOW_METER, FLUE_GAS_CEMS, SURFACE_WATER_COD};
+use firmware::profile::builtin::{ENERGY_METER, FLOW_METER, FLUE_GAS_CEMS, INCINERATOR_FURNACE, SURFACE_WATER_COD};
 use firmware::profile::{
     ByteOrder, Code, DateTime as PDateTime, OwnedProfile, PointSpec, Profile, Target, Value, ValueType,
 };
@@ -94,7 +94,8 @@ impl Rig {
 
 /// Encodes `m` into a frame and decodes it back strictly; the message must survive unchanged.
 fn round_trip(m: &Message) {
-    let version = if m.cn() == Command::StandardCheckData.value() { Version::V2025 } else { Version::V2017 };
+    let v2025 = [Command::StandardCheckData, Command::RawData, Command::FurnaceTemperature];
+    let version = if v2025.iter().any(|c| c.value() == m.cn()) { Version::V2025 } else { Version::V2017 };
     let header = Header {
         qn: Some("20240101080000000"),
         st: "32",
@@ -486,4 +487,207 @@ fn batch_analyzer_value_is_reported_once_per_measurement() {
     assert_eq!(field(blocks[0], "w01018", "Avg"), Some("30.0"));
     let Message::Data { items, .. } = blocks[1] else { unreachable!() };
     assert!(items.iter().all(|i| i.code != "w01018"), "{items:?}");
+}
+
+/// 2024-06-01 09:00:00, the hour of the HJ 212-2025 digest's 2013 example (§13.3).
+fn june(ms: u64) -> Time {
+    let base = Time { year: 2024, month: 6, day: 1, hour: 9, minute: 0, second: 0, millis: 0 }.to_millis();
+    Time::from_millis(base + ms as i64).unwrap()
+}
+
+fn pdt(t: Time) -> PDateTime {
+    PDateTime::new(t.year, t.month, t.day, t.hour, t.minute, t.second).unwrap()
+}
+
+/// The surface-water COD, optionally with the profile points of 2013's `CompleteTime` and
+/// `SampleType` (our own addresses in the block's gaps).
+fn cod_profile(with_points: bool) -> OwnedProfile {
+    let mut owned = OwnedProfile::from_profile(&SURFACE_WATER_COD);
+    if with_points {
+        let point = |address, value, target| PointSpec {
+            unit: 1,
+            function: firmware::modbus::FunctionCode::ReadHoldingRegisters,
+            address,
+            value,
+            order: ByteOrder::ABCD,
+            scale: 1.0,
+            offset: 0.0,
+            target,
+        };
+        owned.points.push(point(0x1020, ValueType::TimeBcd6, COMPLETE_TIME));
+        owned.points.push(point(0x1023, ValueType::U16, SAMPLE_TYPE));
+    }
+    owned
+}
+
+/// Drives the batch COD through the master: measurements sampled at 09:01:09 (17.5 mg/L) and
+/// 10:01:09 (18.4 mg/L), each first read at hh:42:00, polled every minute 09:40–10:50.
+fn drive_batch(hj212_2025: bool, profile: &OwnedProfile) -> Vec<(u64, Vec<Message>)> {
+    let mut rig = Rig::new(&[&profile.as_profile()]);
+    rig.set(Target::Status, Value::Code(1));
+    let cfg = AcquireConfig { hj212_2025, rtd_interval_s: 60, ..AcquireConfig::default() };
+    let owned = rig.profiles[0].clone();
+    let profile = owned.as_profile();
+    let mut acq = Acquisition::new(cfg, &[&profile]);
+    let mut all = Vec::new();
+    for minute in 40..=110u64 {
+        let now_ms = minute * 60_000;
+        if minute == 42 || minute == 102 {
+            let hour_ms = (minute / 60) * 3_600_000;
+            rig.set(Target::SampleTime, Value::Time(pdt(june(hour_ms + 69_000))));
+            rig.set(COD, Value::Number(if minute == 42 { 17.5 } else { 18.4 }));
+            if profile.point(&COMPLETE_TIME).is_some() {
+                // The analyzer finished 40 s before the poll; the second was a check sample.
+                rig.set(COMPLETE_TIME, Value::Time(pdt(june(now_ms - 40_000))));
+                rig.set(SAMPLE_TYPE, Value::Number(if minute == 42 { 1.0 } else { 2.0 }));
+            }
+        }
+        let values = rig.poll(now_ms);
+        let reading = Reading::new(&profile, &values[0], rig.comm(0));
+        let out = acq.ingest(june(now_ms), now_ms, &[reading]);
+        out.iter().for_each(round_trip);
+        all.push((minute, out));
+    }
+    all
+}
+
+fn raw_records(all: &[(u64, Vec<Message>)]) -> Vec<(u64, &Message)> {
+    all.iter()
+        .flat_map(|(minute, out)| out.iter().filter(|m| m.cn() == Command::RawData.value()).map(move |m| (*minute, m)))
+        .collect()
+}
+
+/// HJ 212-2025 CN 2013 (provisional): one record per new batch measurement, in the layout of the
+/// digest's example packet (§13.3), which the encoder reproduces byte for byte.
+#[test]
+fn raw_data_2013_once_per_measurement_in_the_example_layout() {
+    let all = drive_batch(true, &cod_profile(false));
+    let raw = raw_records(&all);
+    assert_eq!(raw.iter().map(|(m, _)| *m).collect::<Vec<_>>(), vec![42, 102]);
+    let header = Header {
+        qn: Some("20240601085857223"),
+        st: "32",
+        pw: "123456",
+        mn: "010000A8900016F000169DC0",
+        flag: Some(HFlag::new(Version::V2025, false, true)),
+    };
+    let frame = raw[0].1.to_packet(&header).to_frame(CrcVariant::Hj212).expect("encodes");
+    let expected = "##0228QN=20240601085857223;ST=32;CN=2013;PW=123456;MN=010000A8900016F000169DC0;Flag=9;\
+                    CP=&&DataTime=20240601090000;w01018-SampleTime=20240601090109,w01018-CompleteTime=20240601094200,\
+                    w01018-SampleType=1,w01018-Avg=17.5,w01018-Flag=N&&35C0";
+    assert_eq!(String::from_utf8(frame.clone()).unwrap().trim_end(), expected);
+    let Split::Frame(cut) = Splitter::new(SplitConfig::default()).split(&frame, true) else { panic!("no frame") };
+    let packet = Decoded::new(cut, DecodeOptions::STRICT).verdict().expect("strict");
+    assert_eq!(&Message::from_packet(&packet).unwrap(), raw[0].1);
+    // The second measurement: DataTime is the start of its SampleTime's hour.
+    let Message::Data { data_time, items, .. } = raw[1].1 else { unreachable!() };
+    assert_eq!(*data_time, june(3_600_000));
+    assert_eq!(
+        items[0].fields,
+        pairs(&[
+            ("SampleTime", "20240601100109"),
+            ("CompleteTime", "20240601104200"),
+            ("SampleType", "1"),
+            ("Avg", "18.4"),
+            ("Flag", "N")
+        ])
+    );
+}
+
+/// `CompleteTime` and `SampleType` come from profile points when the profile reads them.
+#[test]
+fn raw_data_2013_takes_complete_time_and_sample_type_from_the_profile() {
+    let all = drive_batch(true, &cod_profile(true));
+    let raw = raw_records(&all);
+    assert_eq!(raw.len(), 2);
+    let f = |i: usize, suffix| field(raw[i].1, "w01018", suffix);
+    assert_eq!((f(0, "CompleteTime"), f(0, "SampleType")), (Some("20240601094120"), Some("1")));
+    assert_eq!((f(1, "CompleteTime"), f(1, "SampleType")), (Some("20240601104120"), Some("2")));
+}
+
+/// The furnace temperature transmitter polled every 10 s, 08:00:00–08:15:00, with a value that
+/// changes every sample.
+fn drive_furnace(hj212_2025: bool) -> (Vec<Message>, Vec<f64>) {
+    let furnace = Target::Pollutant(Code::new("a01901"));
+    let mut rig = Rig::new(&[&INCINERATOR_FURNACE]);
+    let cfg = AcquireConfig { hj212_2025, ..AcquireConfig::default() };
+    let mut acq = Acquisition::new(cfg, &[&INCINERATOR_FURNACE]);
+    let mut all = Vec::new();
+    let mut sent = Vec::new();
+    for k in 0..=90u64 {
+        let v = 840.0 + (k % 7) as f64 * 3.3;
+        rig.set(furnace, Value::Number(v));
+        // What the master reads back: the register holds an f32.
+        sent.push(f64::from(v as f32));
+        let now_ms = k * 10_000;
+        let values = rig.poll(now_ms);
+        let reading = Reading::new(&INCINERATOR_FURNACE, &values[0], rig.comm(0));
+        let out = acq.ingest(at(now_ms), now_ms, &[reading]);
+        out.iter().for_each(round_trip);
+        all.extend(out);
+    }
+    (all, sent)
+}
+
+/// HJ 212-2025 CN 2111 (provisional): every five minutes, `DataTime` the window start and
+/// `a01901-Avg` the mean of the window's samples.
+#[test]
+fn furnace_temperature_2111_every_five_minutes() {
+    let (all, sent) = drive_furnace(true);
+    let got: Vec<(Time, Vec<(String, String)>)> = all
+        .iter()
+        .filter_map(|m| match m {
+            Message::Data { cn: Command::FurnaceTemperature, data_time, items } => {
+                assert_eq!(items.len(), 1);
+                assert_eq!(items[0].code, "a01901");
+                Some((*data_time, items[0].fields.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Windows 08:00, 08:05, 08:10 (30 samples each) close at 08:05, 08:10, 08:15.
+    let expected: Vec<(Time, Vec<(String, String)>)> = (0..3)
+        .map(|w| {
+            let window = &sent[w * 30..(w + 1) * 30];
+            let mean = window.iter().sum::<f64>() / 30.0;
+            (at(w as u64 * 300_000), pairs(&[("Avg", &format!("{mean:.1}"))]))
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
+
+/// Without HJ 212-2025 there is neither 2013 nor 2111, and every other record is the same as with it.
+#[test]
+fn no_2025_records_when_2025_is_off() {
+    let is_2025 = |m: &Message| m.cn() == Command::RawData.value() || m.cn() == Command::FurnaceTemperature.value();
+    let without = |all: Vec<(u64, Vec<Message>)>| -> Vec<Message> {
+        all.into_iter().flat_map(|(_, out)| out).filter(|m| !is_2025(m)).collect()
+    };
+    let off = drive_batch(false, &cod_profile(true));
+    assert!(raw_records(&off).is_empty());
+    let off = without(off);
+    assert!(off.iter().any(|m| m.cn() == Command::RealTimeData.value()));
+    assert_eq!(off, without(drive_batch(true, &cod_profile(true))));
+    let (furnace_off, _) = drive_furnace(false);
+    assert!(!furnace_off.iter().any(is_2025));
+    assert!(furnace_off.iter().any(|m| m.cn() == Command::MinuteData.value() && field(m, "a01901", "Avg").is_some()));
+    let (furnace_on, _) = drive_furnace(true);
+    assert_eq!(furnace_off, furnace_on.into_iter().filter(|m| !is_2025(m)).collect::<Vec<_>>());
+}
+
+/// The 2013 inputs `CplTime` and `SmpType` are not dynamic-control parameters: no 3020 item.
+#[test]
+fn raw_data_inputs_stay_out_of_3020() {
+    let owned = cod_profile(true);
+    let mut rig = Rig::new(&[&owned.as_profile()]);
+    rig.set(Target::Status, Value::Code(1));
+    rig.set(SAMPLE_TYPE, Value::Number(2.0));
+    let cfg = DynamicConfig::default();
+    let mut tracker = Tracker::new(&rig.profiles[0].as_profile(), None);
+    let out = dyn_cycle(&mut rig, &mut tracker, &cfg, 0);
+    let info = site_info(&out);
+    assert!(!info.is_empty());
+    for (_, items) in info {
+        assert!(items.iter().all(|(c, _)| c != "CplTime" && c != "SmpType"), "{items:?}");
+    }
 }

@@ -2,11 +2,11 @@
 //!
 //! The register maps come from the domain notes (`dynamic-control-and-analyzers.md` §4, themselves
 //! drawn from public driver code, tagged [S-code] there). Where the notes give no map (the flow
-//! meter, the flue-gas parameter unit and the energy meter) the layout is our own generic choice and
+//! meter, the flue-gas parameter unit, the energy meter and the furnace temperature) the layout is our own generic choice and
 //! says so; check every map against the instrument's manual and firmware before use.
 //!
 //! Default unit addresses: surface-water COD 1, NH3-N 2, TP 3, TN 4; word-swapped COD 5; flow meter
-//! 6; CEMS gas analyzer 7 and flue-gas parameter unit 8; energy meter 9. Copy a profile into an
+//! 6; CEMS gas analyzer 7 and flue-gas parameter unit 8; energy meter 9; incinerator furnace 10. Copy a profile into an
 //! [`OwnedProfile`](super::OwnedProfile) to change them.
 
 use super::{
@@ -207,8 +207,17 @@ pub static ENERGY_METER: Profile<'static> = Profile {
     facility: Some(FacilityRule { code: Code::new("SB1"), running_current_a: 2.0 }),
 };
 
+static FURNACE: [PointSpec; 1] =
+    [p(10, INPUT, 0x0000, ValueType::F32, ByteOrder::ABCD, Target::Pollutant(Code::new("a01901")))];
+
+/// A waste-incinerator furnace temperature transmitter, unit 10: the furnace mean combustion
+/// temperature `a01901` (℃), FC 04, one float ABCD at 0x0000. Our own layout, not from the notes;
+/// with HJ 212-2025 on, its five-minute means go up as CN 2111.
+pub static INCINERATOR_FURNACE: Profile<'static> =
+    Profile { name: "incinerator-furnace", points: &FURNACE, status_map: &[], fatal_alarms: &[], facility: None };
+
 /// Every shipped profile.
-pub static ALL: [&Profile<'static>; 8] = [
+pub static ALL: [&Profile<'static>; 9] = [
     &SURFACE_WATER_COD,
     &SURFACE_WATER_NH3N,
     &SURFACE_WATER_TP,
@@ -217,6 +226,7 @@ pub static ALL: [&Profile<'static>; 8] = [
     &FLOW_METER,
     &FLUE_GAS_CEMS,
     &ENERGY_METER,
+    &INCINERATOR_FURNACE,
 ];
 
 #[cfg(test)]
