@@ -501,6 +501,9 @@ pub struct Store {
     pub max_queue_records: u64,
     /// sled's page cache, MiB (sled's own default is 1024; the store's working set is small).
     pub cache_capacity_mib: u64,
+    /// The maintenance file written by `hj212 maintenance start|stop` and watched by the daemon;
+    /// empty: `maintenance.json` next to the store directory (see [`Config::maintenance_file`]).
+    pub maintenance_file: PathBuf,
 }
 
 impl Default for Store {
@@ -510,6 +513,7 @@ impl Default for Store {
             retention_days: 400,
             max_queue_records: 200_000,
             cache_capacity_mib: 4,
+            maintenance_file: PathBuf::new(),
         }
     }
 }
@@ -622,6 +626,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The maintenance file: `store.maintenance_file`, or `maintenance.json` next to the store
+    /// directory when that is empty.
+    #[must_use]
+    pub fn maintenance_file(&self) -> PathBuf {
+        crate::maintenance::file_for(&self.store.path, &self.store.maintenance_file)
     }
 
     /// Checks every setting; the error names the first bad one.

@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod maintenance;
 pub mod metrics;
 pub mod packet_log;
 pub mod serial;

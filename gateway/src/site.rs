@@ -99,6 +99,7 @@ pub struct Site {
     /// Every analyzer of every port, in configuration order.
     pub analyzers: Vec<AnalyzerInfo>,
     state: Mutex<State>,
+    maintenance: Mutex<crate::maintenance::Watcher>,
     qns: Mutex<QnGenerator>,
     appended: watch::Sender<u64>,
     ports: Vec<mpsc::Sender<PortCommand>>,
@@ -156,7 +157,10 @@ impl Site {
         let acquisition = Acquisition::new(acquire_config(&config, min_interval), &refs);
         let trackers = analyzers.iter().map(|a| Tracker::new(&a.profile.as_profile(), Some(a.pol_id))).collect();
         let (appended, _) = watch::channel(0);
+        let maintenance =
+            Mutex::new(crate::maintenance::Watcher::new(config.maintenance_file(), config.site.utc_offset_minutes));
         Self {
+            maintenance,
             state: Mutex::new(State {
                 acquisition,
                 trackers,
@@ -189,6 +193,9 @@ impl Site {
 
     /// Feeds one poll cycle of one port: `(analyzer index, one value slot per point, comm state)`.
     /// Returns the messages that came due.
+    ///
+    /// Each cycle also checks the maintenance file ([`crate::maintenance`]): its start and stop
+    /// logs come first, and while a maintenance is open data flags `N` become `M`.
     pub fn cycle(&self, readings: &[(usize, Vec<Option<Value>>, CommState)]) -> Vec<Message> {
         let now = self.clock.now();
         let now_ms = self.clock.ms();
@@ -196,8 +203,15 @@ impl Site {
         let refs: Vec<Reading<'_>> =
             readings.iter().zip(&profiles).map(|((_, values, comm), p)| Reading::new(p, values, *comm)).collect();
         let dyn_cfg = self.dynamic_config();
+        let (mut notes, maintenance) = {
+            let mut w = lock(&self.maintenance);
+            (w.poll(self.store.as_ref(), now), w.is_open())
+        };
         let mut st = lock(&self.state);
         let mut out = st.acquisition.ingest(now, now_ms, &refs);
+        if maintenance {
+            crate::maintenance::flag_maintenance(&mut out);
+        }
         let due = st.last_rtd_ms.is_none_or(|l| now_ms.saturating_sub(l) >= u64::from(st.rtd_interval_s) * 1000);
         if due && out.iter().any(is_realtime) {
             st.last_rtd_ms = Some(now_ms);
@@ -216,7 +230,8 @@ impl Site {
             }
             out.extend(msgs);
         }
-        out
+        notes.append(&mut out);
+        notes
     }
 
     /// Encodes `messages` with the site's header and stores them; wakes the uplinks once they are

@@ -458,3 +458,76 @@ async fn a_missing_port_is_retried_while_the_other_port_keeps_working() {
     tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn hj212_cli(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hj212"))
+        .args(args)
+        .env("HJ212_COLOR", "never")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hj212 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn cod_flag(u: &Upload) -> Option<String> {
+    data(u).and_then(|(_, items)| {
+        items.iter().find(|i| i.code == "w01018").and_then(|i| i.get("Flag").map(str::to_string))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn maintenance_from_the_cli_flags_data_m_and_uploads_the_logs() {
+    let dir = temp_dir("maintenance");
+    let pty = analyzer_on_pty(cod_simulator());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut platform = platform(listener);
+    let cfg = config(&dir, &pty.path, addr);
+    let store_path = cfg.store.path.clone();
+    let shutdown = CancellationToken::new();
+    let clock = Arc::new(ScaledClock::new(ORIGIN, 1));
+    let gw = hj212_gateway::start_with(cfg, shutdown.clone(), Options { clock: Some(clock) }).await.unwrap();
+    let long = Duration::from_secs(15);
+    let store = store_path.to_str().unwrap();
+
+    let rt = platform.upload(long, |u| u.cn == 2011).await;
+    assert_eq!(cod_flag(&rt).as_deref(), Some("N"));
+
+    // Start, while the daemon holds the store: within a poll cycle (100 ms) plus delivery, a 3020
+    // without PolId carries the log and the maintainer user state.
+    hj212_cli(&["maintenance", "start", "--store", store, "--operator", "Op A", "--reason", "更换试剂"]);
+    let t0 = tokio::time::Instant::now();
+    let info = platform.upload(long, |u| u.cn == 3020 && u.packet.cp_get("i21001-Info").is_some()).await;
+    assert!(t0.elapsed() < Duration::from_millis(100 * 2 + 800), "3020 took {:?}", t0.elapsed());
+    let log = info.packet.cp_get("i21001-Info").unwrap().to_string();
+    assert!(log.starts_with("//maintenance start ") && log.ends_with("//"), "{log}");
+    assert!(log.contains("Op A: 更换试剂") && log.len() < 890, "{log}");
+    assert_eq!(info.packet.cp_get("i22002-Info"), Some("2"));
+    assert_eq!(info.packet.cp_get("PolId"), None);
+    let rt = platform.upload(long, |u| u.cn == 2011).await;
+    assert_eq!(cod_flag(&rt).as_deref(), Some("M"));
+
+    // Stop: the log with the summary, the user state back to ordinary, flags back to N.
+    hj212_cli(&["maintenance", "stop", "--store", store, "--summary", "reagent replaced"]);
+    let info = platform.upload(long, |u| u.cn == 3020 && u.packet.cp_get("i21001-Info").is_some()).await;
+    let log = info.packet.cp_get("i21001-Info").unwrap().to_string();
+    assert!(log.starts_with("//maintenance stop ") && log.contains("reagent replaced"), "{log}");
+    assert_eq!(info.packet.cp_get("i22002-Info"), Some("0"));
+    let rt = platform.upload(long, |u| u.cn == 2011).await;
+    assert_eq!(cod_flag(&rt).as_deref(), Some("N"));
+
+    // The store keeps the history.
+    let s = gw.store();
+    assert_eq!(s.meta("maintenance/open").as_deref(), Some(""));
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("maintenance.json")).unwrap()).unwrap();
+    let start = file["start_ms"].as_i64().unwrap();
+    let kept: serde_json::Value =
+        serde_json::from_str(&s.meta(&format!("maintenance/log/{start:020}")).unwrap()).unwrap();
+    assert_eq!(kept["summary"], "reagent replaced");
+    assert_eq!(kept["operator"], "Op A");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");
+    let _ = std::fs::remove_dir_all(&dir);
+}

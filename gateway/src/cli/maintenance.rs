@@ -1,26 +1,22 @@
-//! `hj212 maintenance start|stop`: the on-site electronic O&M record, kept in the gateway store's
-//! `meta` tree.
+//! `hj212 maintenance start|stop`: the on-site electronic O&M record.
 //!
-//! | key | value |
-//! |---|---|
-//! | `maintenance/open` | JSON `{"operator","reason","start_ms"}` while a maintenance is open; empty once closed |
-//! | `maintenance/log/<start_ms, 20 digits>` | JSON `{"operator","reason","start_ms","stop_ms","summary"}` of each closed one |
-//!
-//! Times are UTC milliseconds. sled's lock means these commands only work while the daemon is
-//! stopped; a held lock is reported and exits 2. The daemon does not yet act on the record (flag
-//! `M`, `i22002`, the `i21001` log upload): see docs/cli.md.
+//! The commands write the maintenance file ([`crate::maintenance`]: JSON, atomically; by
+//! default `maintenance.json` next to the store directory, `store.maintenance_file` with
+//! `--config`). They never open the store, so they work while the daemon runs: the daemon reads
+//! the file within a poll cycle, flags data `M`, uploads the `i21001` logs and `i22002`, and
+//! keeps the history in its store's `meta` tree (`maintenance/open`, `maintenance/log/<start
+//! ms>`). A maintenance done while the daemon is stopped is recorded and its log uploaded at its
+//! next start.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use serde_json::json;
 
-use super::outbox::{StoreArgs, open_db};
+use crate::maintenance::{self as m, Record};
+pub use crate::maintenance::{LOG_PREFIX, OPEN_KEY, log_text};
 
-/// The key of the open maintenance record.
-pub const OPEN_KEY: &str = "maintenance/open";
-/// The prefix of closed maintenance records.
-pub const LOG_PREFIX: &str = "maintenance/log/";
+use super::outbox::StoreArgs;
 
 /// The maintenance subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -55,71 +51,52 @@ fn utc_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The `i21001` log text for a record: `//…//`, trimmed to stay under 890 bytes of UTF-8.
-#[must_use]
-pub fn log_text(body: &str) -> String {
-    let clean: String = body.chars().map(|c| if matches!(c, ';' | ',' | '&' | '=') { ' ' } else { c }).collect();
-    let mut cut = clean.as_str();
-    while cut.len() > 885 {
-        let mut end = cut.len() - 1;
-        while !cut.is_char_boundary(end) {
-            end -= 1;
-        }
-        cut = &cut[..end];
+/// The maintenance file for `--store` or `--config`.
+fn file(store: &StoreArgs) -> Result<PathBuf> {
+    match (&store.store, &store.config) {
+        (Some(p), _) => Ok(m::file_for(p, std::path::Path::new(""))),
+        (None, Some(c)) => Ok(crate::Config::load(Some(c))?.maintenance_file()),
+        (None, None) => bail!("give --store PATH or --config gateway.toml"),
     }
-    format!("//{cut}//")
 }
 
 /// Runs a maintenance subcommand.
 ///
 /// # Errors
-/// The store cannot be opened (or is locked), or nothing is open to stop.
+/// The file cannot be read or written, a maintenance is already open (start), or none is (stop).
 pub fn run(cmd: &MaintenanceCmd) -> Result<u8> {
     let store = match cmd {
         MaintenanceCmd::Start { store, .. } | MaintenanceCmd::Stop { store, .. } => store,
     };
-    let (path, _) = store.resolve()?;
-    let db = open_db(&path)?;
-    let meta = db.open_tree("meta").context("cannot open the meta tree")?;
-    let open: Option<serde_json::Value> =
-        meta.get(OPEN_KEY)?.filter(|v| !v.is_empty()).and_then(|v| serde_json::from_slice(&v).ok());
+    let path = file(store)?;
+    let current = m::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let open = current.filter(Record::is_open);
     let mut out = io::stdout().lock();
     match cmd {
         MaintenanceCmd::Start { operator, reason, .. } => {
             if let Some(o) = open {
-                bail!("a maintenance is already open: {o}; stop it first");
+                bail!("a maintenance is already open (by {}: {}); stop it first", o.operator, o.reason);
             }
             if operator.trim().is_empty() || reason.trim().is_empty() {
                 bail!("--operator and --reason must not be empty");
             }
-            let record = json!({"operator": operator, "reason": reason, "start_ms": utc_ms()});
-            meta.insert(OPEN_KEY, record.to_string().as_bytes())?;
-            db.flush()?;
+            let record = Record {
+                operator: operator.clone(),
+                reason: reason.clone(),
+                start_ms: utc_ms(),
+                stop_ms: None,
+                summary: None,
+            };
+            m::write(&path, &record).with_context(|| format!("cannot write {}", path.display()))?;
             writeln!(out, "maintenance started: {}", log_text(&format!("{operator}: {reason}")))?;
         }
         MaintenanceCmd::Stop { summary, .. } => {
             let Some(mut record) = open else { bail!("no maintenance is open") };
-            record["stop_ms"] = json!(utc_ms());
-            record["summary"] = json!(summary);
-            let start = record["start_ms"].as_i64().unwrap_or(0);
-            meta.insert(format!("{LOG_PREFIX}{start:020}"), record.to_string().as_bytes())?;
-            meta.insert(OPEN_KEY, b"".as_slice())?;
-            db.flush()?;
-            let who = record["operator"].as_str().unwrap_or("");
-            writeln!(out, "maintenance stopped: {}", log_text(&format!("{who}: {summary}")))?;
+            record.stop_ms = Some(utc_ms().max(record.start_ms));
+            record.summary = Some(summary.clone());
+            m::write(&path, &record).with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(out, "maintenance stopped: {}", log_text(&format!("{}: {summary}", record.operator)))?;
         }
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_text_is_bounded_and_has_no_separators() {
-        let t = log_text(&"维护;".repeat(400));
-        assert!(t.len() < 890 && t.starts_with("//") && t.ends_with("//"));
-        assert!(!t.contains(';'));
-    }
 }
