@@ -52,6 +52,11 @@
 //! `DataTime` is the sampling instant for 2011/2021 and the period start for 2051/2061/2031/2041
 //! (HJ 212-2017 Table 4). Values are written as decimal text with the fraction digits of the code's
 //! Appendix B data type `Nx.y` ([`decimals_for`]).
+//!
+//! Each period is reported once. When the clock is set back (a platform 1012, an NTP step), the
+//! periods it passes again keep accumulating but are not reported a second time: the platform
+//! already holds a record for that `DataTime`, and two records with one `DataTime` would be a
+//! conflict it cannot resolve.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -420,6 +425,9 @@ pub struct Acquisition {
     starts: Option<Starts>,
     last_ms: Option<u64>,
     last_rtd_ms: Option<u64>,
+    /// The latest period start already reported, per granularity: after the clock is set back,
+    /// periods at or before these are accumulated but never reported a second time.
+    reported: Option<Starts>,
 }
 
 fn period_ms(t: &Time, minutes: i64) -> i64 {
@@ -446,8 +454,15 @@ impl Acquisition {
     /// An empty aggregator; the series of `profiles` are created now so that ingesting never
     /// allocates for them.
     pub fn new(config: AcquireConfig, profiles: &[&Profile<'_>]) -> Self {
-        let mut a =
-            Self { config, series: Vec::new(), facilities: Vec::new(), starts: None, last_ms: None, last_rtd_ms: None };
+        let mut a = Self {
+            config,
+            series: Vec::new(),
+            facilities: Vec::new(),
+            starts: None,
+            last_ms: None,
+            last_rtd_ms: None,
+            reported: None,
+        };
         for p in profiles {
             for point in p.points {
                 if let Target::Pollutant(c) = point.target {
@@ -672,9 +687,16 @@ impl Acquisition {
     fn close(&mut self, prev: Starts, now: Starts, out: &mut Vec<Message>) {
         let v = self.config.validity;
         let valid_flags = self.config.valid_flags;
+        // A period is reported once: when the clock was set back, a period that closes again is
+        // not sent a second time (its values are dropped), and neither is an earlier one.
+        const NONE: i64 = i64::MIN;
+        let rep = self.reported.unwrap_or(Starts { five: NONE, minute: NONE, block: NONE, hour: NONE, day: NONE });
+        let fresh = |reported: i64, start: i64| start > reported;
+        let mut now_reported = rep;
         if prev.five != now.five {
-            if self.config.hj212_2025 {
+            if self.config.hj212_2025 && fresh(rep.five, prev.five) {
                 out.extend(self.furnace_record(time_at(prev.five)));
+                now_reported.five = prev.five;
             }
             for s in &mut self.series {
                 s.five = MeanAccumulator::default();
@@ -697,14 +719,20 @@ impl Acquisition {
             }
         }
         if prev.block != now.block {
-            out.push(self.record(Command::MinuteData, time_at(prev.block), |s| &s.block, 1));
+            if fresh(rep.block, prev.block) {
+                out.push(self.record(Command::MinuteData, time_at(prev.block), |s| &s.block, 1));
+                now_reported.block = prev.block;
+            }
             for s in &mut self.series {
                 s.block = Agg::default();
             }
             out.extend(self.power_items(time_at(now.block)));
         }
         if prev.hour != now.hour {
-            out.push(self.record(Command::HourlyData, time_at(prev.hour), |s| &s.hour, v.minutes_per_hour));
+            if fresh(rep.hour, prev.hour) {
+                out.push(self.record(Command::HourlyData, time_at(prev.hour), |s| &s.hour, v.minutes_per_hour));
+                now_reported.hour = prev.hour;
+            }
             for s in &mut self.series {
                 if s.batch {
                     s.hour = Agg::default();
@@ -720,8 +748,11 @@ impl Acquisition {
             }
         }
         if prev.day != now.day {
-            out.push(self.record(Command::DailyData, time_at(prev.day), |s| &s.day, v.hours_per_day));
-            out.push(self.run_times(time_at(prev.day)));
+            if fresh(rep.day, prev.day) {
+                out.push(self.record(Command::DailyData, time_at(prev.day), |s| &s.day, v.hours_per_day));
+                out.push(self.run_times(time_at(prev.day)));
+                now_reported.day = prev.day;
+            }
             for s in &mut self.series {
                 s.day = Agg::default();
             }
@@ -730,6 +761,7 @@ impl Acquisition {
                 f.energy_day_start = f.energy;
             }
         }
+        self.reported = Some(now_reported);
     }
 
     fn record(&self, cn: Command, start: Time, agg: impl Fn(&Series) -> &Agg, min_valid: u32) -> Message {

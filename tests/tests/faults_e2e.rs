@@ -736,8 +736,6 @@ async fn data_clock_jumps_keep_qns_unique_and_delivery_going() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug: after the data clock jumps back, minutes already reported are aggregated and \
-            sent again: a second 2051 with the same DataTime under a new QN"]
 async fn data_clock_jumping_back_does_not_report_a_period_twice() {
     clock_jumps("clock-back", true).await;
 }
