@@ -4,8 +4,6 @@
 
 use std::collections::HashSet;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +15,6 @@ use hj212_codec::message::Message;
 use hj212_codec::session::{Config as SessionConfig, Event, Now, Role, Session};
 use hj212_codec::time::DateTime;
 use hj212_codec::{DecodeOptions, Decoded, Packet, Split, Splitter};
-use hj212_gateway::config::{Analyzer, Config, Platform, SerialPort};
 use hj212_gateway::{Options, ScaledClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,10 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::analyzer_on_pty;
-
-const MN: &str = "010000A8900016F000169DC0";
-const PW: &str = "123456";
+use common::{MN, PW, analyzer_on_pty, config, temp_dir};
 
 // ----- The simulated analyzer on a pty -----
 
@@ -181,53 +175,6 @@ fn platform(listener: TcpListener) -> PlatformHandle {
 }
 
 // ----- Helpers -----
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hj212-gw-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn config(dir: &Path, device: &Path, platform_addr: SocketAddr) -> Config {
-    let mut c = Config::default();
-    c.site.mn = MN.into();
-    c.site.pw = PW.into();
-    c.store.path = dir.join("store");
-    c.packet_log.path = dir.join("packets.log");
-    c.acquisition.rtd_interval_secs = 1;
-    c.acquisition.min_interval_mins = 1;
-    c.acquisition.poll_interval_ms = 100;
-    c.acquisition.samples_per_minute = 1;
-    c.acquisition.minutes_per_hour = 1;
-    c.acquisition.hours_per_day = 1;
-    c.acquisition.snapshot_interval_secs = 0;
-    c.serial = vec![SerialPort {
-        device: device.to_path_buf(),
-        baud: 9600,
-        parity: hj212_gateway::config::Parity::None,
-        stop_bits: 1,
-        response_timeout_ms: 300,
-        retries: 1,
-        inter_request_delay_ms: 2,
-        analyzer: vec![Analyzer {
-            name: "cod".into(),
-            profile: Some("surface-water-cod".into()),
-            profile_file: None,
-            unit: Some(1),
-            pol_id: None,
-        }],
-    }];
-    c.platform = vec![Platform {
-        name: "p".into(),
-        address: platform_addr.to_string(),
-        reconnect_min_ms: 100,
-        reconnect_max_ms: 400,
-        replay_per_sec: 50,
-        ..Platform::default()
-    }];
-    c
-}
 
 fn data(u: &Upload) -> Option<(DateTime, Vec<hj212_codec::message::DataItem>)> {
     let text = u.packet.data_segment();

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,71 +16,34 @@ use firmware::profile::{Code, Target, Value};
 use firmware::sim::Simulator;
 use hj212_codec::time::DateTime;
 use hj212_codec::{Packet, Split, Splitter};
-use hj212_gateway::config::{Analyzer, Config, Platform, SerialPort};
+use hj212_gateway::config::Config;
 use hj212_gateway::{Clock, Options, ScaledClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::analyzer_on_pty;
+use common::{MN, PW, analyzer_on_pty, temp_dir};
 #[path = "common/recorder.rs"]
 mod recorder;
 use recorder::Seen;
 
-const MN: &str = "010000A8900016F000169DC0";
-const PW: &str = "123456";
 const ORIGIN: DateTime = DateTime { year: 2026, month: 1, day: 1, hour: 0, minute: 0, second: 0, millis: 0 };
 /// Data-clock speed: a simulated day passes in 10 s.
 const FACTOR: u32 = 8640;
 const DAY_MS: i64 = 86_400_000;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hj212-gw-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn config(dir: &Path, device: &Path, addr: SocketAddr) -> Config {
-    let mut c = Config::default();
-    c.site.mn = MN.into();
-    c.site.pw = PW.into();
-    c.store.path = dir.join("store");
-    c.packet_log.path = dir.join("packets.log");
+    let mut c = common::config(dir, device, addr);
     // The standard's intervals; the poll cycle (10 ms real = 86 s of data) bounds the real-time
     // cadence, so one 2011 goes out per cycle.
     c.acquisition.rtd_interval_secs = 30;
     c.acquisition.min_interval_mins = 10;
     c.acquisition.poll_interval_ms = 10;
-    c.acquisition.samples_per_minute = 1;
-    c.acquisition.minutes_per_hour = 1;
-    c.acquisition.hours_per_day = 1;
-    c.acquisition.snapshot_interval_secs = 0;
-    c.serial = vec![SerialPort {
-        device: device.to_path_buf(),
-        baud: 9600,
-        parity: hj212_gateway::config::Parity::None,
-        stop_bits: 1,
-        response_timeout_ms: 300,
-        retries: 1,
-        inter_request_delay_ms: 1,
-        analyzer: vec![Analyzer {
-            name: "cod".into(),
-            profile: Some("surface-water-cod".into()),
-            profile_file: None,
-            unit: Some(1),
-            pol_id: None,
-        }],
-    }];
-    c.platform = vec![Platform {
-        name: "p".into(),
-        address: addr.to_string(),
-        reconnect_min_ms: 100,
-        reconnect_max_ms: 300,
-        replay_per_sec: 2000,
-        max_in_flight: 16,
-        ..Platform::default()
-    }];
+    c.serial[0].inter_request_delay_ms = 1;
+    let p = &mut c.platform[0];
+    p.reconnect_max_ms = 300;
+    p.replay_per_sec = 2000;
+    p.max_in_flight = 16;
     c
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use hj212_codec::crypt::{self, Key};
 use hj212_codec::encode::OwnedPacket;
 use hj212_codec::time::DateTime;
 use hj212_codec::{CrcVariant, Flag, Packet, Split, Splitter, Version};
-use hj212_gateway::config::{Analyzer, Config, Encryption, Hardware, Platform, SerialPort};
+use hj212_gateway::config::{Config, Encryption, Hardware, Platform};
 use hj212_gateway::{Options, ScaledClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::analyzer_on_pty;
+use common::{analyzer_on_pty, temp_dir};
 
 const SITE_MN: &str = "010000A8900016F000169DC0";
 const ASSIGNED_MN: &str = "0A0B0C0D0E0F101112131415";
@@ -225,47 +225,15 @@ fn key(k: &str) -> Key {
 
 // ----- Helpers -----
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hj212-gw-v2025-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn config(dir: &Path, device: &Path) -> Config {
-    let mut c = Config::default();
+    // Platforms are added by each test.
+    let mut c = common::config(dir, device, SocketAddr::from(([127, 0, 0, 1], 9)));
     c.site.mn = SITE_MN.into();
-    c.site.pw = PW.into();
-    c.store.path = dir.join("store");
-    c.packet_log.path = dir.join("packets.log");
-    c.acquisition.rtd_interval_secs = 1;
-    c.acquisition.min_interval_mins = 1;
-    c.acquisition.poll_interval_ms = 100;
-    c.acquisition.samples_per_minute = 1;
-    c.acquisition.minutes_per_hour = 1;
-    c.acquisition.hours_per_day = 1;
-    c.acquisition.snapshot_interval_secs = 0;
     c.hardware = Hardware {
         dau_id: DAU_ID.into(),
         cpu_id: "A800200A8C6D".into(),
         macs: vec!["E8:6A:64:3C:7B:BC".into(), "A7:63:74:2C:1A:E1".into()],
     };
-    c.serial = vec![SerialPort {
-        device: device.to_path_buf(),
-        baud: 9600,
-        parity: hj212_gateway::config::Parity::None,
-        stop_bits: 1,
-        response_timeout_ms: 300,
-        retries: 1,
-        inter_request_delay_ms: 2,
-        analyzer: vec![Analyzer {
-            name: "cod".into(),
-            profile: Some("surface-water-cod".into()),
-            profile_file: None,
-            unit: Some(1),
-            pol_id: None,
-        }],
-    }];
     c.platform = Vec::new();
     c
 }

@@ -3,12 +3,69 @@
 #![allow(dead_code)] // Each test file uses part of it.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firmware::sim::Simulator;
+use hj212_gateway::config::{Analyzer, Config, Platform, SerialPort};
+
+/// The site identity the tests use.
+pub const MN: &str = "010000A8900016F000169DC0";
+/// The site password the tests use.
+pub const PW: &str = "123456";
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hj212-gw-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A gateway with one COD analyzer (unit 1) on `device`, fast test intervals and statistics
+/// that need one sample per period, and one platform `p` at `platform_addr`. Tests adjust it.
+pub fn config(dir: &Path, device: &Path, platform_addr: SocketAddr) -> Config {
+    let mut c = Config::default();
+    c.site.mn = MN.into();
+    c.site.pw = PW.into();
+    c.store.path = dir.join("store");
+    c.packet_log.path = dir.join("packets.log");
+    c.acquisition.rtd_interval_secs = 1;
+    c.acquisition.min_interval_mins = 1;
+    c.acquisition.poll_interval_ms = 100;
+    c.acquisition.samples_per_minute = 1;
+    c.acquisition.minutes_per_hour = 1;
+    c.acquisition.hours_per_day = 1;
+    c.acquisition.snapshot_interval_secs = 0;
+    c.serial = vec![SerialPort {
+        device: device.to_path_buf(),
+        baud: 9600,
+        parity: hj212_gateway::config::Parity::None,
+        stop_bits: 1,
+        response_timeout_ms: 300,
+        retries: 1,
+        inter_request_delay_ms: 2,
+        analyzer: vec![Analyzer {
+            name: "cod".into(),
+            profile: Some("surface-water-cod".into()),
+            profile_file: None,
+            unit: Some(1),
+            pol_id: None,
+        }],
+    }];
+    c.platform = vec![Platform {
+        name: "p".into(),
+        address: platform_addr.to_string(),
+        reconnect_min_ms: 100,
+        reconnect_max_ms: 400,
+        replay_per_sec: 50,
+        ..Platform::default()
+    }];
+    c
+}
 
 /// A raw pseudo-terminal pair: the slave's path (what a program opens as its serial port), the
 /// master side (the "wire" the test drives), and the slave kept open so the path stays valid.
