@@ -432,6 +432,14 @@ impl Platform {
         }
     }
 
+    /// True when this platform takes uploads of command `cn`: the records HJ 212-2025 added
+    /// (2013 raw data, 2062 standard-check data, 2111 furnace temperature) go to 2025 platforms
+    /// only; a 2017 or 2005 platform would refuse an unknown CN.
+    #[must_use]
+    pub const fn takes(&self, cn: u16) -> bool {
+        self.version == 2025 || !matches!(cn, 2013 | 2062 | 2111)
+    }
+
     /// True for an HJ 212-2025 platform with SM4 encryption on.
     #[must_use]
     pub fn encrypts(&self) -> bool {
@@ -545,6 +553,13 @@ pub struct Metrics {
 }
 
 impl Config {
+    /// True when at least one platform speaks HJ 212-2025: acquisition then also produces the
+    /// 2025-only records, which reach only those platforms ([`Platform::takes`]).
+    #[must_use]
+    pub fn any_2025_platform(&self) -> bool {
+        self.platform.iter().any(|p| p.version == 2025)
+    }
+
     /// Parses TOML text (no environment, no validation).
     ///
     /// # Errors

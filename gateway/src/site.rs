@@ -127,6 +127,9 @@ fn acquire_config(config: &Config, min_interval: u8) -> AcquireConfig {
             minutes_per_hour: a.minutes_per_hour,
             hours_per_day: a.hours_per_day,
         },
+        // The 2025-only records (2013, 2111) are produced when any platform speaks 2025; each
+        // uplink drops those its platform does not take (`Platform::takes`).
+        hj212_2025: config.any_2025_platform(),
         ..AcquireConfig::default()
     }
 }
@@ -187,6 +190,7 @@ impl Site {
                 CodeTable::Hebei => dynamic::HEBEI,
             },
             snapshot_interval_ms: self.config.acquisition.snapshot_interval_secs.saturating_mul(1000),
+            hj212_2025: self.config.any_2025_platform(),
             ..DynamicConfig::default()
         }
     }

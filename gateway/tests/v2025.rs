@@ -19,7 +19,7 @@ use hj212_codec::encode::OwnedPacket;
 use hj212_codec::time::DateTime;
 use hj212_codec::{CrcVariant, Flag, Packet, Split, Splitter, Version};
 use hj212_gateway::config::{Config, Encryption, Hardware, Platform};
-use hj212_gateway::{Options, ScaledClock};
+use hj212_gateway::{Clock as _, Options, ScaledClock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -456,6 +456,68 @@ async fn after_an_outage_live_data_goes_first_and_the_backlog_carries_rf_1() {
     let last_backfill = arrivals.iter().rposition(|(_, b)| *b).unwrap();
     let first_live = arrivals.iter().position(|(_, b)| !*b);
     assert!(first_live.is_some_and(|i| i < last_backfill), "live data waited behind the back-fill: {arrivals:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The records HJ 212-2025 added (2013 raw data of each new batch measurement, 2111 five-minute
+/// furnace temperature) are produced because one platform speaks 2025, and reach that platform
+/// only: the 2017 platform next to it gets everything else and never a CN it does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_new_in_2025_reach_2025_platforms_only() {
+    let dir = temp_dir("only-2025");
+    let cod = cod_simulator();
+    let cod_pty = analyzer_on_pty(cod.clone());
+    let furnace = {
+        let mut sim = Simulator::new(&firmware::profile::builtin::INCINERATOR_FURNACE);
+        sim.set(&Target::Pollutant(Code::new("a01901")), Value::Number(912.5));
+        Arc::new(Mutex::new(sim))
+    };
+    let furnace_pty = analyzer_on_pty(furnace);
+    let (l17, l25) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut cfg = config(&dir, &cod_pty.path);
+    let mut port = cfg.serial[0].clone();
+    port.device = furnace_pty.path.clone();
+    port.analyzer[0].name = "furnace".into();
+    port.analyzer[0].profile = Some("incinerator-furnace".into());
+    port.analyzer[0].unit = Some(10);
+    cfg.serial.push(port);
+    cfg.platform =
+        vec![platform("p17", l17.local_addr().unwrap(), 2017), platform("p25", l25.local_addr().unwrap(), 2025)];
+    let shutdown = CancellationToken::new();
+    // Sixty times real time: a five-minute window closes every five seconds.
+    let clock = Arc::new(ScaledClock::new(ORIGIN, 60));
+    let gw = hj212_gateway::start_with(cfg, shutdown.clone(), Options { clock: Some(clock.clone()) }).await.unwrap();
+    let mut d17 = double(l17, Version::V2017, Vec::new(), Arc::new(AtomicUsize::new(0)));
+    let mut d25 = double(l25, Version::V2025, Vec::new(), Arc::new(AtomicUsize::new(0)));
+    let long = Duration::from_secs(20);
+    d25.next(long, |s| s.cn == 2011).await;
+
+    // A new batch measurement on the COD analyzer: one 2013 for the 2025 platform.
+    let t = clock.now();
+    let sampled = firmware::profile::DateTime::new(t.year, t.month, t.day, t.hour, t.minute, t.second).unwrap();
+    cod.lock().unwrap().set(&Target::SampleTime, Value::Time(sampled));
+    let raw = d25.next(long, |s| s.cn == 2013).await;
+    assert_eq!(Flag(raw.flag).version(), Version::V2025);
+    assert_eq!(raw.cp("w01018-Avg").as_deref(), Some("42.5"), "{}", text(&raw.wire));
+    assert_eq!(raw.cp("w01018-SampleTime"), Some(t.to_string()), "{}", text(&raw.wire));
+    let furnace = d25.next(long, |s| s.cn == 2111).await;
+    assert_eq!(furnace.cp("a01901-Avg").as_deref(), Some("912.5"), "{}", text(&furnace.wire));
+
+    // The 2017 platform: live data flowing, none of the 2025 records, and none left queued for it.
+    let store = gw.store();
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut seen17 = Vec::new();
+    while let Ok(s) = tokio::time::timeout_at(until, d17.next(long, |_| true)).await {
+        seen17.push(s.cn);
+    }
+    assert!(seen17.iter().filter(|cn| **cn == 2011).count() >= 3, "the 2017 platform got no live data: {seen17:?}");
+    assert!(seen17.contains(&2051), "the 2017 platform got no minute data: {seen17:?}");
+    assert!(!seen17.iter().any(|cn| matches!(cn, 2013 | 2062 | 2111)), "2025 records sent to 2017: {seen17:?}");
+    let left: Vec<u16> = store.queue_range("p17", 0, 10_000).unwrap().iter().map(|(_, r)| r.cn).collect();
+    assert!(!left.iter().any(|cn| matches!(cn, 2013 | 2111)), "2025 records held for the 2017 platform: {left:?}");
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");

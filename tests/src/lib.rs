@@ -5,13 +5,18 @@
 //! ([`proxy`]) where a test wants to cut the uplink, the ingest daemon, an MQTT broker and a
 //! subscriber ([`mqtt`]). [`sites`] builds the two demonstration sites (a waste-water outfall and
 //! a flue-gas stack) with their configurations; [`packets`] reads packet logs and frames.
+//! [`chain`] runs the whole chain with the faults the tests inject, and [`oracle`] is the
+//! conservation oracle they check it with.
 //!
-//! Nothing here touches the network beyond 127.0.0.1 or any real hardware.
+//! Nothing here touches the network beyond 127.0.0.1 or any real hardware; [`chain`] starts a
+//! Mosquitto or mounts a small tmpfs (as root) only where a test asks for one.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
+pub mod chain;
 pub mod demo;
 pub mod mqtt;
+pub mod oracle;
 pub mod packets;
 pub mod proxy;
 pub mod pty;
