@@ -14,12 +14,11 @@
 //!   last, not been acked, or been acked so shortly before its connection died that the daemon
 //!   could not have made the removal durable (sled flushes every 500 ms; the bound is 2 s).
 //!
-//! Rounds: `HJ212_CRASH_ROUNDS` (default 12); seed: `HJ212_CRASH_SEED` (default: the time, and
+//! Rounds: `HJ212_CRASH_ROUNDS` (default 24); seed: `HJ212_CRASH_SEED` (default: the time, and
 //! printed). Soak: `HJ212_CRASH_ROUNDS=500 cargo test -p hj212-gateway --release --test crash -- --nocapture`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,64 +45,6 @@ fn cod_simulator() -> Arc<Mutex<Simulator>> {
     sim.set(&Target::Info(Code::new("i13001")), Value::Number(1000.0));
     sim.set(&Target::Info(Code::new("i13008")), Value::Number(1.0));
     Arc::new(Mutex::new(sim))
-}
-
-fn write_config(dir: &Path, device: &Path, platform: &str) -> PathBuf {
-    let text = format!(
-        r#"shutdown_timeout_secs = 10
-[site]
-mn = "{MN}"
-pw = "{PW}"
-[acquisition]
-rtd_interval_secs = 1
-min_interval_mins = 1
-poll_interval_ms = 100
-samples_per_minute = 1
-minutes_per_hour = 1
-hours_per_day = 1
-snapshot_interval_secs = 1
-[store]
-path = "{store}"
-[packet_log]
-path = "{log}"
-[[serial]]
-device = "{device}"
-baud = 9600
-response_timeout_ms = 300
-retries = 1
-inter_request_delay_ms = 2
-[[serial.analyzer]]
-name = "cod"
-profile = "surface-water-cod"
-unit = 1
-[[platform]]
-name = "p"
-address = "{platform}"
-reconnect_min_ms = 50
-reconnect_max_ms = 200
-replay_per_sec = 50
-max_in_flight = 4
-"#,
-        store = dir.join("store").display(),
-        log = dir.join("packets.log").display(),
-        device = device.display(),
-    );
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn spawn(config: &Path, dir: &Path) -> Child {
-    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("daemon.stderr")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_hj212-gateway"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info,sled=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("start hj212-gateway")
 }
 
 /// Every upload `(QN, CN)` the daemon logged as sent, over the rotated files too.
@@ -139,7 +80,7 @@ fn two_increasing_runs(qns: &[&str]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
-    let rounds: u32 = std::env::var("HJ212_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let rounds: u32 = std::env::var("HJ212_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
     let seed: u64 = std::env::var("HJ212_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
         u64::try_from(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % (1 << 63),
@@ -160,11 +101,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
     let stop = CancellationToken::new();
     // Acks come 0–300 ms late, so kills often land with uploads in flight.
     recorder::serve(listener, seen.clone(), MN, PW, Duration::from_millis(300), rng.next_u64(), stop.clone());
-    let config = write_config(&dir, &pty.path, &addr.to_string());
+    let config = common::write_daemon_config(&dir, &pty.path, &addr.to_string(), "");
 
     let started = Instant::now();
     for round in 0..rounds {
-        let mut child = spawn(&config, &dir);
+        let mut child = common::spawn_daemon(&config, &dir);
         let run = Duration::from_millis(rng.range(300, 2500));
         tokio::time::sleep(run).await;
         // Vary the data, so 3020 (dynamic control) records come and go too.
@@ -177,7 +118,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
     }
 
     // A final run drains the queue, then a clean stop.
-    let mut child = spawn(&config, &dir);
+    let mut child = common::spawn_daemon(&config, &dir);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

@@ -4,6 +4,11 @@
 //! Exit codes: 0 after a clean stop, 1 when the daemon failed to start or shutdown timed out,
 //! 78 for a configuration error (sysexits `EX_CONFIG`), 130 on a second SIGTERM/SIGINT, 131 on
 //! SIGQUIT.
+//!
+//! SIGHUP reloads the configuration file: it is read and validated first, and an invalid file is
+//! logged and ignored (the daemon runs on). A valid one replaces the running gateway: every task
+//! is stopped as on SIGTERM (records stay in the store), and the gateway starts again on the new
+//! configuration; if that start fails, it starts again on the previous one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,7 +119,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(daemon(config, limit))
+    runtime.block_on(daemon(cli.config.clone(), config, limit))
 }
 
 /// Sends a notification to systemd; errors (no `NOTIFY_SOCKET`, not under systemd) are ignored.
@@ -122,10 +127,23 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, state);
 }
 
-async fn daemon(config: Config, limit: Duration) -> ExitCode {
-    use tokio::signal::unix::{SignalKind, signal};
+/// Starts the gateway on `config` with a fresh cancellation token.
+async fn start(config: Config) -> anyhow::Result<(hj212_gateway::Gateway, CancellationToken)> {
     let token = CancellationToken::new();
-    let gateway = match hj212_gateway::start(config, token.clone()).await {
+    let gateway = hj212_gateway::start(config, token.clone()).await?;
+    Ok((gateway, token))
+}
+
+/// Cancels the gateway and waits for every task, at most `limit`. False when it timed out.
+async fn stop(gateway: hj212_gateway::Gateway, token: &CancellationToken, limit: Duration) -> bool {
+    token.cancel();
+    tokio::time::timeout(limit, gateway.wait()).await.is_ok()
+}
+
+async fn daemon(path: Option<PathBuf>, config: Config, limit: Duration) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut config = config;
+    let (mut gateway, mut token) = match start(config.clone()).await {
         Ok(g) => g,
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "Could not start.");
@@ -159,7 +177,42 @@ async fn daemon(config: Config, limit: Duration) -> ExitCode {
                 tracing::warn!("SIGQUIT: exiting at once.");
                 return ExitCode::from(131);
             }
-            _ = hup.recv() => tracing::info!("SIGHUP ignored: configuration reload is not supported; restart to apply changes."),
+            _ = hup.recv() => {
+                let new = match Config::load(path.as_deref()) {
+                    Ok(new) => new,
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: the configuration is invalid; the running one is kept.");
+                        continue;
+                    }
+                };
+                tracing::info!("SIGHUP: the configuration is valid; restarting on it.");
+                notify(&[sd_notify::NotifyState::Reloading]);
+                if !stop(gateway, &token, limit).await {
+                    tracing::error!(timeout_secs = limit.as_secs(), "Reload: the running gateway did not stop in time.");
+                    return ExitCode::FAILURE;
+                }
+                (gateway, token) = match start(new.clone()).await {
+                    Ok(g) => {
+                        config = new;
+                        tracing::info!("Configuration reloaded.");
+                        g
+                    }
+                    Err(error) => {
+                        tracing::error!(
+                            error = %format!("{error:#}"),
+                            "Reload: the new configuration did not start; going back to the previous one."
+                        );
+                        match start(config.clone()).await {
+                            Ok(g) => g,
+                            Err(error) => {
+                                tracing::error!(error = %format!("{error:#}"), "Could not start again.");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                };
+                notify(&[sd_notify::NotifyState::Ready]);
+            }
             _ = status_tick.tick() => {
                 let status = gateway.status();
                 if watchdog.is_some() {
@@ -172,15 +225,15 @@ async fn daemon(config: Config, limit: Duration) -> ExitCode {
     }
     tracing::info!(timeout_secs = limit.as_secs(), "Stopping.");
     notify(&[sd_notify::NotifyState::Stopping]);
-    token.cancel();
     tokio::select! {
-        () = gateway.wait() => {
-            tracing::info!("Stopped.");
-            ExitCode::SUCCESS
-        }
-        () = tokio::time::sleep(limit) => {
-            tracing::error!(timeout_secs = limit.as_secs(), "Shutdown timed out.");
-            ExitCode::FAILURE
+        stopped = stop(gateway, &token, limit) => {
+            if stopped {
+                tracing::info!("Stopped.");
+                ExitCode::SUCCESS
+            } else {
+                tracing::error!(timeout_secs = limit.as_secs(), "Shutdown timed out.");
+                ExitCode::FAILURE
+            }
         }
         _ = term.recv() => ExitCode::from(130),
         _ = int.recv() => ExitCode::from(130),

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,4 +119,65 @@ pub fn analyzer_on_pty(sim: Arc<Mutex<Simulator>>) -> Pty {
         }
     });
     Pty { path, _slave: slave }
+}
+
+/// Writes `gateway.toml` in `dir` for the real daemon: one COD analyzer on `device`, one platform
+/// `p` at `platform`, fast timing, store and packet log in `dir`; `extra` is appended (TOML).
+pub fn write_daemon_config(dir: &Path, device: &Path, platform: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"shutdown_timeout_secs = 10
+[site]
+mn = "{MN}"
+pw = "{PW}"
+[acquisition]
+rtd_interval_secs = 1
+min_interval_mins = 1
+poll_interval_ms = 100
+samples_per_minute = 1
+minutes_per_hour = 1
+hours_per_day = 1
+snapshot_interval_secs = 1
+[store]
+path = "{store}"
+[packet_log]
+path = "{log}"
+[[serial]]
+device = "{device}"
+baud = 9600
+response_timeout_ms = 300
+retries = 1
+inter_request_delay_ms = 2
+[[serial.analyzer]]
+name = "cod"
+profile = "surface-water-cod"
+unit = 1
+[[platform]]
+name = "p"
+address = "{platform}"
+reconnect_min_ms = 50
+reconnect_max_ms = 200
+replay_per_sec = 50
+max_in_flight = 4
+{extra}"#,
+        store = dir.join("store").display(),
+        log = dir.join("packets.log").display(),
+        device = device.display(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts the real daemon on `config`, its stderr appended to `dir/daemon.stderr`.
+pub fn spawn_daemon(config: &Path, dir: &Path) -> Child {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("daemon.stderr")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hj212-gateway"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info,sled=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start hj212-gateway")
 }
