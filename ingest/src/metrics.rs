@@ -112,7 +112,7 @@ counters! {
     quality_recoveries,
     /// Settled daily accounting records published.
     quality_daily_records,
-    /// Data-quality state-file writes that failed.
+    /// Data-quality state files that could not be written, or read at start (moved aside).
     quality_state_errors,
     /// HJ 212-2025 frames that did not decrypt with any key in force (or came in clear although
     /// they must be encrypted); never published nor answered.

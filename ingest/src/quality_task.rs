@@ -18,11 +18,18 @@
 //! * Replies to the engine's history requests are matched by QN in the commands path and come
 //!   back as `HistoryFinished`; the 9011/9012 frames themselves are not fed as messages, so a reply
 //!   to another command can never end a recovery.
+//! * Interval commands from the command topic (1062/1064) are remembered here by their QN; the
+//!   9012 (or refusing 9011) with that QN becomes `CommandFinished`, so the engine's expectation
+//!   follows a set the DAU executed. 9011/9012 with any other QN are ignored.
 //!
 //! The state file (`quality.state_path`, JSON, see [`State`]) holds the daily records, the online
-//! values used by comparisons, the last recovery records and the networking status. It is written
-//! every `quality.persist_secs` and at shutdown (temporary file, then rename), and read back at
-//! start so that settled days survive restarts. `hj212-ingest report` and `compare` read it.
+//! values used by comparisons, the last recovery records, the networking status and the engine's
+//! durable state ([`crate::quality::persist`]). It is written every `quality.persist_secs` and at
+//! shutdown (temporary file, then rename), and read back at start so that settled days and what
+//! the engine learnt survive restarts. A state file that cannot be read or parsed is reported
+//! (log line with its path and the error, `quality_state_errors`), renamed aside to
+//! `<path>.unreadable-<time>`, and the daemon starts with empty state: it never refuses to start
+//! because of it. `hj212-ingest report` and `compare` read the file.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -39,7 +46,7 @@ use crate::commands::{self, Origin};
 use crate::conn::{Shared, now_ms, topic_segment};
 use crate::metrics::Metrics;
 use crate::quality::{
-    Action, DailyRecord, Engine, Event, LabSample, LinkStatus, OnlineValue, QualityConfig, RecoveryRecord,
+    Action, DailyRecord, Engine, EngineState, Event, LabSample, LinkStatus, OnlineValue, QualityConfig, RecoveryRecord,
     comparison::{ComparisonReport, compare},
 };
 
@@ -47,17 +54,56 @@ use crate::quality::{
 const RECOVERIES_KEPT: usize = 1000;
 /// Days recomputed from the engine at every write (the others are settled records).
 const RECENT_DAYS: i64 = 3;
+/// The state-file format written by this version. 0 (no `version` field): before the engine's
+/// state was saved; such a file loads, with the engine starting empty.
+pub const STATE_VERSION: u32 = 2;
+/// How long an interval command's QN is remembered for its result.
+const SET_COMMAND_MEMORY_MS: i64 = 3_600_000;
 
 /// One input for the engine, with the UTC time it happened.
 #[derive(Debug)]
 pub(crate) enum Input {
-    Message { at_ms: i64, mn: String, message: Message },
-    Opened { at_ms: i64, mn: String, conn: u64 },
-    Closed { at_ms: i64, mn: String, conn: u64 },
-    CrcFailure { at_ms: i64, key: String },
-    AuthFailure { at_ms: i64, key: String },
-    CommandSent { at_ms: i64, mn: String, message: Message },
-    HistoryFinished { at_ms: i64, mn: String, ok: bool },
+    Message {
+        at_ms: i64,
+        mn: String,
+        message: Message,
+    },
+    Opened {
+        at_ms: i64,
+        mn: String,
+        conn: u64,
+    },
+    Closed {
+        at_ms: i64,
+        mn: String,
+        conn: u64,
+    },
+    CrcFailure {
+        at_ms: i64,
+        key: String,
+    },
+    AuthFailure {
+        at_ms: i64,
+        key: String,
+    },
+    CommandSent {
+        at_ms: i64,
+        mn: String,
+        qn: Option<String>,
+        message: Message,
+    },
+    HistoryFinished {
+        at_ms: i64,
+        mn: String,
+        ok: bool,
+    },
+    /// A 9012, or a refusing 9011, from `mn` answering the request with this QN.
+    CommandEnded {
+        at_ms: i64,
+        mn: String,
+        qn: String,
+        ok: bool,
+    },
 }
 
 /// The sending side of the engine's queue, held by the connections and the commands path.
@@ -76,10 +122,22 @@ impl Feed {
         }
     }
 
-    /// An authenticated frame. Answers (90xx) are left out: the commands path reports how the
-    /// engine's own requests ended. A frame whose message does not parse counts as traffic.
+    /// An authenticated frame. Answers (90xx) are not fed as messages: the commands path reports
+    /// how the engine's own requests ended, and the ends of other requests (9012, refusing 9011)
+    /// go by QN to the task, which keeps those of interval commands. A frame whose message does
+    /// not parse counts as traffic.
     pub(crate) fn packet(&self, at_ms: i64, mn: &str, packet: &Packet<'_>) {
-        if (9011..=9014).contains(&packet.cn()) {
+        let cn = packet.cn();
+        if (9011..=9014).contains(&cn) {
+            let code = |k: &str| packet.cp().get(k).and_then(|v| v.trim().parse::<u16>().ok());
+            let ok = match cn {
+                9012 => Some(code("ExeRtn") == Some(1)),
+                9011 if code("QnRtn") != Some(1) => Some(false),
+                _ => None,
+            };
+            if let (Some(ok), Some(qn)) = (ok, packet.qn()) {
+                self.push(Input::CommandEnded { at_ms, mn: mn.to_string(), qn: qn.to_string(), ok });
+            }
             return;
         }
         let message = Message::from_packet(packet).unwrap_or(Message::Heartbeat);
@@ -106,11 +164,13 @@ impl Feed {
         self.push(Input::AuthFailure { at_ms: now_ms(), key: key.to_string() });
     }
 
-    /// A command from the command topic was sent to `mn` (calibration evidence for 3011).
+    /// A command from the command topic was sent to `mn` (calibration evidence for 3011; an
+    /// interval to expect once a 1062/1064 succeeds).
     pub(crate) fn command_sent(&self, mn: &str, data_segment: &str) {
-        let decoded = Packet::parse(data_segment.as_bytes()).ok().and_then(|p| Message::from_packet(&p).ok());
-        if let Some(message) = decoded {
-            self.push(Input::CommandSent { at_ms: now_ms(), mn: mn.to_string(), message });
+        let Ok(packet) = Packet::parse(data_segment.as_bytes()) else { return };
+        if let Ok(message) = Message::from_packet(&packet) {
+            let qn = packet.qn().map(str::to_string);
+            self.push(Input::CommandSent { at_ms: now_ms(), mn: mn.to_string(), qn, message });
         }
     }
 
@@ -120,9 +180,13 @@ impl Feed {
     }
 }
 
-/// What the daemon persists for the `report` and `compare` subcommands (JSON).
+/// What the daemon persists for the `report` and `compare` subcommands and for its own restart
+/// (JSON). Every field added since the first format has a default, so older files load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
+    /// The format ([`STATE_VERSION`] when written by this version; 0 when absent).
+    #[serde(default)]
+    pub version: u32,
     /// When it was written, site civil time `YYYYMMDDhhmmss`.
     pub written_at: String,
     /// The daemon's `utc_offset_minutes`.
@@ -136,6 +200,10 @@ pub struct State {
     pub recoveries: Vec<RecoveryRecord>,
     /// The networking status of every known MN.
     pub network: Vec<LinkStatus>,
+    /// The engine's durable state (learnt intervals, rule state, recovery bookkeeping …),
+    /// restored at start. Absent in files written before version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineState>,
 }
 
 impl State {
@@ -167,6 +235,39 @@ impl State {
             .collect();
         compare(&lab, &online, &cfg.comparison)
     }
+}
+
+/// What reading the state file at start gave.
+#[derive(Debug)]
+enum Loaded {
+    /// No file (first start, or no `state_path`).
+    Missing,
+    /// A state file.
+    State(Box<State>),
+    /// A file that cannot be read or is not a state file; it was renamed to `moved_to` (or
+    /// could not be).
+    Unusable { error: String, moved_to: std::io::Result<PathBuf> },
+}
+
+/// Reads the state file; an unusable one is renamed aside so that the next write does not
+/// destroy it, and so that an operator can look at it.
+fn read_state(path: &Path, now: DateTime) -> Loaded {
+    if path.as_os_str().is_empty() {
+        return Loaded::Missing;
+    }
+    let error = match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Loaded::Missing,
+        Err(e) => format!("cannot read it: {e}"),
+        Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+            Ok(state) => return Loaded::State(Box::new(state)),
+            Err(e) => format!("not a quality state file: {e}"),
+        },
+    };
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".unreadable-{now}"));
+    let aside = PathBuf::from(aside);
+    let moved_to = std::fs::rename(path, &aside).map(|()| aside);
+    Loaded::Unusable { error, moved_to }
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -202,6 +303,16 @@ struct Task {
     online_loaded: Vec<OnlineValue>,
     recoveries: VecDeque<RecoveryRecord>,
     next_id: u64,
+    /// Interval commands sent from the command topic, by QN, until their result.
+    sets: HashMap<String, SetCommand>,
+}
+
+/// A 1062/1064 sent to `mn`, waiting for the DAU's result.
+#[derive(Debug)]
+struct SetCommand {
+    mn: String,
+    message: Message,
+    at_ms: i64,
 }
 
 /// Runs the engine until shutdown, then drains the queue and writes the state file.
@@ -222,25 +333,11 @@ pub(crate) async fn run(
         online_loaded: Vec::new(),
         recoveries: VecDeque::new(),
         next_id: 0,
+        sets: HashMap::new(),
         shared: shared.clone(),
     };
     let state_path = q.state_path.clone();
-    if !state_path.as_os_str().is_empty() && state_path.exists() {
-        match State::load(&state_path) {
-            Ok(state) => {
-                tracing::info!(path = %state_path.display(), days = state.daily.len(), "Quality state loaded.");
-                task.settled = state
-                    .daily
-                    .into_iter()
-                    .filter(|r| r.complete)
-                    .map(|r| ((r.mn.clone(), r.cn, r.date.clone()), r))
-                    .collect();
-                task.online_loaded = state.online;
-                task.recoveries = state.recoveries.into();
-            }
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "Quality state not loaded; starting afresh."),
-        }
-    }
+    task.load(&state_path);
     let mut tick = tokio::time::interval(Duration::from_secs(q.tick_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persist = tokio::time::interval(Duration::from_secs(q.persist_secs));
@@ -288,6 +385,51 @@ impl Task {
         civil(now_ms(), self.offset)
     }
 
+    /// Loads the state file, if any. Never fails: an unusable file is reported, counted and
+    /// moved aside, and the task starts with empty state.
+    fn load(&mut self, path: &Path) {
+        let now = self.now();
+        let state = match read_state(path, now) {
+            Loaded::Missing => return,
+            Loaded::State(state) => *state,
+            Loaded::Unusable { error, moved_to } => {
+                Metrics::inc(&self.shared.metrics.counters.quality_state_errors);
+                match moved_to {
+                    Ok(aside) => tracing::error!(
+                        path = %path.display(), moved_to = %aside.display(), %error,
+                        "Quality state file unusable; moved aside, starting with empty quality state."
+                    ),
+                    Err(rename) => tracing::error!(
+                        path = %path.display(), %error, %rename,
+                        "Quality state file unusable and could not be moved aside; starting with empty quality state (the next write replaces it)."
+                    ),
+                }
+                return;
+            }
+        };
+        if state.version > STATE_VERSION {
+            tracing::warn!(
+                path = %path.display(), version = state.version, known = STATE_VERSION,
+                "Quality state file written by a newer version; reading what this version knows."
+            );
+        }
+        tracing::info!(
+            path = %path.display(),
+            version = state.version,
+            days = state.daily.len(),
+            mns = state.engine.as_ref().map_or(0, EngineState::mn_count),
+            "Quality state loaded."
+        );
+        self.settled =
+            state.daily.into_iter().filter(|r| r.complete).map(|r| ((r.mn.clone(), r.cn, r.date.clone()), r)).collect();
+        self.online_loaded = state.online;
+        self.recoveries = state.recoveries.into();
+        if let Some(saved) = state.engine {
+            let cfg = self.engine.config().clone();
+            self.engine = Engine::restore(cfg, saved, now);
+        }
+    }
+
     fn input(&mut self, input: Input) {
         let (at, actions) = match input {
             Input::Message { at_ms, mn, message } => {
@@ -317,9 +459,25 @@ impl Task {
                 let at = civil(at_ms, self.offset);
                 (at, self.engine.feed_event(at, Event::AuthFailure { key }))
             }
-            Input::CommandSent { at_ms, mn, message } => {
+            Input::CommandSent { at_ms, mn, qn, message } => {
                 let at = civil(at_ms, self.offset);
+                if let Some(qn) =
+                    qn.filter(|_| matches!(message, Message::SetRtdInterval { .. } | Message::SetMinInterval { .. }))
+                {
+                    self.sets.retain(|_, s| at_ms - s.at_ms < SET_COMMAND_MEMORY_MS);
+                    self.sets.insert(qn, SetCommand { mn: mn.clone(), message: message.clone(), at_ms });
+                }
                 (at, self.engine.feed_event(at, Event::CommandSent { mn, message }))
+            }
+            Input::CommandEnded { at_ms, mn, qn, ok } => {
+                let at = civil(at_ms, self.offset);
+                match self.sets.remove(&qn).filter(|s| s.mn == mn) {
+                    Some(set) => {
+                        tracing::info!(mn, qn, ok, cn = set.message.cn(), "Interval command finished.");
+                        (at, self.engine.feed_event(at, Event::CommandFinished { mn, message: set.message, ok }))
+                    }
+                    None => (at, Vec::new()),
+                }
             }
             Input::HistoryFinished { at_ms, mn, ok } => {
                 let at = civil(at_ms, self.offset);
@@ -415,12 +573,14 @@ impl Task {
         });
         online.extend(self.online_loaded.iter().cloned());
         let state = State {
+            version: STATE_VERSION,
             written_at: now.to_string(),
             utc_offset_minutes: self.offset,
             daily: daily.into_values().collect(),
             online,
             recoveries: self.recoveries.iter().cloned().collect(),
             network: self.engine.network_status(now),
+            engine: Some(self.engine.save(now)),
         };
         let bytes = match serde_json::to_vec(&state) {
             Ok(b) => b,
@@ -435,5 +595,61 @@ impl Task {
             Metrics::inc(&self.shared.metrics.counters.quality_state_errors);
             tracing::warn!(path = %path.display(), %error, "Cannot write the quality state.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hj212-quality-task-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn state_files_missing_old_current_and_unusable() {
+        let d = dir("read");
+        let now = DateTime::parse("20260302101500").unwrap();
+        let path = d.join("quality.json");
+        assert!(matches!(read_state(&path, now), Loaded::Missing));
+        assert!(matches!(read_state(Path::new(""), now), Loaded::Missing));
+
+        // The first format (no version, no engine state) loads.
+        std::fs::write(&path, r#"{"written_at":"20260301000000","utc_offset_minutes":480,"daily":[],"online":[],"recoveries":[],"network":[]}"#).unwrap();
+        let Loaded::State(old) = read_state(&path, now) else { panic!("old format not loaded") };
+        assert_eq!((old.version, old.engine.is_none()), (0, true));
+
+        // The current format round-trips, engine state included.
+        let state = State {
+            version: STATE_VERSION,
+            engine: Some(Engine::new(QualityConfig::default()).save(now)),
+            ..State::default()
+        };
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let Loaded::State(back) = read_state(&path, now) else { panic!("current format not loaded") };
+        assert_eq!(*back, state);
+
+        // Truncated: moved aside with its content, the path free for the next write.
+        std::fs::write(&path, b"{\"written_at\":\"2026").unwrap();
+        let Loaded::Unusable { error, moved_to } = read_state(&path, now) else { panic!("corrupt file loaded") };
+        assert!(error.contains("not a quality state file"), "{error}");
+        let aside = moved_to.unwrap();
+        assert_eq!(aside, d.join("quality.json.unreadable-20260302101500"));
+        assert_eq!(std::fs::read(&aside).unwrap(), b"{\"written_at\":\"2026");
+        assert!(!path.exists());
+
+        // Unreadable (here: a directory where the file should be).
+        std::fs::create_dir(&path).unwrap();
+        let Loaded::Unusable { error, moved_to } =
+            read_state(&path, DateTime::from_millis_or_epoch(now.to_millis() + 1000))
+        else {
+            panic!("a directory loaded")
+        };
+        assert!(error.contains("cannot read"), "{error}");
+        assert!(moved_to.is_ok() && !path.exists());
+        let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -88,15 +88,17 @@ pub(crate) struct StreamCtx<'a> {
     pub grace: Ms,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Period {
     late: bool,
     items: Vec<(String, String)>,
 }
 
 /// Received periods per MN and stream.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Ledger {
+    #[serde(with = "crate::quality::persist::entries")]
     streams: BTreeMap<(String, u16), BTreeMap<Ms, Period>>,
 }
 
@@ -246,6 +248,19 @@ impl Ledger {
                 })
                 .collect(),
         }
+    }
+
+    /// A copy holding only the periods that start at or after `from` (what is saved).
+    pub(crate) fn since(&self, from: Ms) -> Self {
+        let streams = self
+            .streams
+            .iter()
+            .map(|(k, periods)| {
+                (k.clone(), periods.range(from..).map(|(t, p)| (*t, p.clone())).collect::<BTreeMap<_, _>>())
+            })
+            .filter(|(_, p)| !p.is_empty())
+            .collect();
+        Self { streams }
     }
 
     /// Forgets periods that start before `before`.

@@ -7,6 +7,8 @@
 //! every ~10–60 s           → engine.tick(now)
 //! each returns Vec<Action>: alerts to publish, history requests to send, recovery outcomes and
 //! settled daily records to store.
+//! on shutdown / periodically → engine.save(now)      (EngineState, serde)
+//! at start                   → Engine::restore(cfg, state, now)
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,6 +23,7 @@ use crate::quality::comparison::{ComparisonReport, LabSample, OnlineValue, compa
 use crate::quality::config::QualityConfig;
 use crate::quality::expect::{Expectation, MnExpect};
 use crate::quality::link::{Failures, LinkStatus, MnLink};
+use crate::quality::persist::{EngineState, LEDGER_DAYS, MnSaved};
 use crate::quality::recovery::{Ending, Outstanding, Planner, RecoveryRecord, conclude};
 use crate::quality::rules::Rules;
 use crate::quality::{Action, Alert, DAY, Event, HOUR, Ms, Rule, dt, minutes};
@@ -41,6 +44,13 @@ struct MnState {
     stops: Vec<(Ms, Ms)>,
 }
 
+/// A 1062/1064 the platform sent, waiting for the DAU's result.
+#[derive(Debug, Clone)]
+struct PendingSet {
+    message: Message,
+    at: Ms,
+}
+
 /// The data-quality engine. Sans-IO: every input carries the current time; see the module docs
 /// of [`crate::quality`].
 #[derive(Debug)]
@@ -55,6 +65,8 @@ pub struct Engine {
     online: VecDeque<OnlineValue>,
     emitted_through: BTreeMap<(String, u16), i64>,
     recovery_log: VecDeque<RecoveryRecord>,
+    /// Interval commands sent per MN, oldest first, until their result (not saved).
+    pending_sets: BTreeMap<String, VecDeque<PendingSet>>,
 }
 
 impl Engine {
@@ -72,7 +84,80 @@ impl Engine {
             online: VecDeque::new(),
             emitted_through: BTreeMap::new(),
             recovery_log: VecDeque::new(),
+            pending_sets: BTreeMap::new(),
         }
+    }
+
+    /// The durable state as of `now`, to be stored and given back to [`Engine::restore`] after
+    /// a restart. What is in it, and what is deliberately left out, is described in
+    /// [`crate::quality::persist`].
+    #[must_use]
+    pub fn save(&self, now: DateTime) -> EngineState {
+        let n = now.to_millis();
+        let rc = &self.cfg.recovery;
+        let lookback = minutes(rc.hourly_lookback_hours.max(rc.minute_lookback_hours) * 60.0);
+        let settle_days = (self.cfg.accounting.settle_hours.max(0.0) / 24.0).ceil() as i64;
+        let from = ((n.div_euclid(DAY) - LEDGER_DAYS - settle_days) * DAY).min(n - lookback);
+        let mns = self
+            .mns
+            .iter()
+            .map(|(mn, st)| {
+                let saved = MnSaved {
+                    expect: st.expect.clone(),
+                    link: st.link.clone(),
+                    start: st.start,
+                    stops: st.stops.clone(),
+                };
+                (mn.clone(), saved)
+            })
+            .collect();
+        EngineState::new(
+            now,
+            self.epoch,
+            mns,
+            self.ledger.since(from),
+            self.planner.clone(),
+            self.rules.clone(),
+            self.failures.clone(),
+            self.emitted_through.clone(),
+        )
+    }
+
+    /// An engine with this configuration and the state a previous run saved. The configuration
+    /// wins where both speak (registry streams, pollutants, names, `active_from`); what the
+    /// engine learnt is kept; connections and outstanding requests of the previous run are
+    /// not (see [`crate::quality::persist`]).
+    #[must_use]
+    pub fn restore(cfg: QualityConfig, state: EngineState, now: DateTime) -> Self {
+        let mut e = Self::new(cfg);
+        let saved_at = state.saved_at().map_or_else(|| now.to_millis(), |t| t.to_millis());
+        for (mn, saved) in state.mns {
+            let site = e.cfg.site(&mn);
+            let mut expect = MnExpect::new(site, &e.cfg);
+            expect.inherit(&saved.expect);
+            let start = site
+                .and_then(|s| s.active_from.as_deref())
+                .and_then(DateTime::parse)
+                .map_or(saved.start, |t| t.to_millis());
+            let st = MnState {
+                expect,
+                link: saved.link.restored(saved_at),
+                start,
+                registered: site.is_some(),
+                name: site.map(|s| s.name.clone()).unwrap_or_default(),
+                stops: saved.stops,
+            };
+            e.mns.insert(mn, st);
+        }
+        e.ledger = state.ledger;
+        e.planner = state.planner.restored();
+        e.rules = state.rules;
+        e.failures = state.failures;
+        e.emitted_through = state.emitted_through;
+        // Sites registered since the save are new: expected from now, not from the old epoch.
+        e.epoch = Some(state.epoch.unwrap_or_else(|| now.to_millis()));
+        e.add_registered(now.to_millis());
+        e
     }
 
     /// The configuration in force.
@@ -82,7 +167,7 @@ impl Engine {
     }
 
     /// Replaces the configuration (a registry reload). Learnt state is kept; registered MNs new
-    /// to the engine start being expected now.
+    /// to the engine start being expected now (or from their `active_from`).
     pub fn set_config(&mut self, now: DateTime, cfg: QualityConfig) {
         self.cfg = cfg;
         let now = now.to_millis();
@@ -93,14 +178,23 @@ impl Engine {
                 st.name.clone_from(&site.name);
             }
         }
-        self.ensure_registry(now);
+        self.epoch.get_or_insert(now);
+        self.add_registered(now);
     }
 
+    /// Registered MNs the engine does not know yet are expected from the engine's first call.
     fn ensure_registry(&mut self, now: Ms) {
         let epoch = *self.epoch.get_or_insert(now);
+        self.add_registered(epoch);
+    }
+
+    /// Adds the registered MNs the engine does not know yet, expected from their `active_from`,
+    /// else from `default_start`.
+    fn add_registered(&mut self, default_start: Ms) {
         for site in &self.cfg.sites {
             if !self.mns.contains_key(&site.mn) {
-                let start = site.active_from.as_deref().and_then(DateTime::parse).map_or(epoch, |t| t.to_millis());
+                let start =
+                    site.active_from.as_deref().and_then(DateTime::parse).map_or(default_start, |t| t.to_millis());
                 self.mns.insert(
                     site.mn.clone(),
                     MnState {
@@ -142,14 +236,7 @@ impl Engine {
         let mut actions = Vec::new();
         self.state(mn, now).link.received(now);
         match msg {
-            Message::RtdIntervalReply { seconds } => {
-                let st = self.state(mn, now);
-                st.expect.announce(2011, u32::from(*seconds));
-                st.expect.announce(2021, u32::from(*seconds));
-            }
-            Message::MinIntervalReply { minutes } => {
-                self.state(mn, now).expect.announce(2051, u32::from(*minutes) * 60);
-            }
+            Message::RtdIntervalReply { .. } | Message::MinIntervalReply { .. } => self.interval_in_force(mn, msg, now),
             Message::Data { data_time, items, .. } => {
                 let cn = msg.cn();
                 let t = data_time.to_millis();
@@ -216,6 +303,11 @@ impl Engine {
                     actions.push(self.conclude(mn, &o, now, Ending::Refused));
                 }
             }
+            // Without a history request outstanding, a refusal answers the oldest interval
+            // command sent (matched as history requests are: the next answer from that MN).
+            Message::RequestAnswer { qn_rtn } if *qn_rtn != QnRtn::Ready => {
+                self.next_pending_set(mn, now);
+            }
             Message::ExecutionResult { exe_rtn } => {
                 if let Some(o) = self.planner.finish(mn) {
                     let ending = if matches!(exe_rtn, ExeRtn::Success | ExeRtn::NoData) {
@@ -224,6 +316,10 @@ impl Engine {
                         Ending::Refused
                     };
                     actions.push(self.conclude(mn, &o, now, ending));
+                } else if let Some(set) = self.next_pending_set(mn, now)
+                    && *exe_rtn == ExeRtn::Success
+                {
+                    self.interval_in_force(mn, &set, now);
                 }
             }
             _ => {}
@@ -262,11 +358,26 @@ impl Engine {
                     self.failures.failure(&key, Rule::RepeatedAuthFailures, now, &self.cfg.link).map(Action::Alert),
                 );
             }
-            Event::CommandSent { mn, message } => {
-                if let Message::AnalyzerControl { cn, pol_id, .. } = &message
-                    && cn.value() == 3011
-                {
+            Event::CommandSent { mn, message } => match &message {
+                Message::AnalyzerControl { cn, pol_id, .. } if cn.value() == 3011 => {
                     self.rules.on_calibration_command(&mn, pol_id, now);
+                }
+                Message::SetRtdInterval { .. } | Message::SetMinInterval { .. } => {
+                    self.pending_sets.entry(mn).or_default().push_back(PendingSet { message, at: now });
+                }
+                _ => {}
+            },
+            Event::CommandFinished { mn, message, ok } => {
+                if let Some(queue) = self.pending_sets.get_mut(&mn) {
+                    if let Some(i) = queue.iter().position(|p| p.message == message) {
+                        queue.remove(i);
+                    }
+                    if queue.is_empty() {
+                        self.pending_sets.remove(&mn);
+                    }
+                }
+                if ok {
+                    self.interval_in_force(&mn, &message, now);
                 }
             }
             Event::HistoryFinished { mn, ok } => {
@@ -276,6 +387,39 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The interval a DAU uses now: its reply to 1061/1063, or a 1062/1064 it executed.
+    fn interval_in_force(&mut self, mn: &str, msg: &Message, now: Ms) {
+        match msg {
+            Message::RtdIntervalReply { seconds } | Message::SetRtdInterval { seconds } => {
+                let st = self.state(mn, now);
+                st.expect.announce(2011, u32::from(*seconds));
+                st.expect.announce(2021, u32::from(*seconds));
+            }
+            Message::MinIntervalReply { minutes } | Message::SetMinInterval { minutes } => {
+                self.state(mn, now).expect.announce(2051, u32::from(*minutes) * 60);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes the oldest interval command of `mn` still waiting for its result (within
+    /// `recovery.reply_timeout_minutes`).
+    fn next_pending_set(&mut self, mn: &str, now: Ms) -> Option<Message> {
+        let window = minutes(self.cfg.recovery.reply_timeout_minutes);
+        let queue = self.pending_sets.get_mut(mn)?;
+        let mut found = None;
+        while let Some(p) = queue.pop_front() {
+            if now - p.at <= window {
+                found = Some(p.message);
+                break;
+            }
+        }
+        if queue.is_empty() {
+            self.pending_sets.remove(mn);
+        }
+        found
     }
 
     fn conclude(&mut self, mn: &str, o: &Outstanding, now: Ms, ending: Ending) -> Action {
@@ -325,6 +469,11 @@ impl Engine {
         self.planner.prune(now - keep);
         let horizon = now - minutes(self.cfg.comparison.keep_online_hours * 60.0);
         self.online.retain(|o| o.time.to_millis() >= horizon);
+        let window = minutes(self.cfg.recovery.reply_timeout_minutes);
+        self.pending_sets.retain(|_, q| {
+            q.retain(|p| now - p.at <= window);
+            !q.is_empty()
+        });
         out
     }
 
@@ -694,6 +843,45 @@ mod tests {
         // 41 (01:00) and 42 (02:00) lie within ±60 minutes of 01:10.
         assert_eq!(r.rows[0].online_value, Some(41.5));
         assert_eq!(r.rows[0].pass, Some(true));
+    }
+
+    #[test]
+    fn an_executed_interval_command_sets_the_expectation() {
+        let site = SiteEntry {
+            mn: "A".into(),
+            streams: vec![StreamSpec { cn: 2051, interval_s: None }, StreamSpec { cn: 2011, interval_s: None }],
+            ..SiteEntry::default()
+        };
+        let interval = |e: &Engine, cn: u16| {
+            e.expectations("A").iter().find(|x| x.cn == cn).map(|x| (x.interval_s, x.source)).unwrap()
+        };
+        let sent = |e: &mut Engine, t: Ms, message: Message| {
+            e.feed_event(dt(t), Event::CommandSent { mn: "A".into(), message });
+        };
+        let mut e = Engine::new(QualityConfig { sites: vec![site], ..QualityConfig::default() });
+        e.tick(dt(T0));
+        assert_eq!(interval(&e, 2051), (600, crate::quality::IntervalSource::Default));
+        // Matched by QN by the daemon: a refused set changes nothing, an executed one does.
+        let five = Message::SetMinInterval { minutes: 5 };
+        sent(&mut e, T0, five.clone());
+        e.feed_event(dt(T0), Event::CommandFinished { mn: "A".into(), message: five.clone(), ok: false });
+        assert_eq!(interval(&e, 2051).0, 600);
+        sent(&mut e, T0 + MINUTE, five.clone());
+        assert_eq!(interval(&e, 2051).0, 600, "not before the DAU executed it");
+        e.feed_event(dt(T0 + MINUTE), Event::CommandFinished { mn: "A".into(), message: five, ok: true });
+        assert_eq!(interval(&e, 2051), (300, crate::quality::IntervalSource::Announced));
+        // Without QN matching: the MN's next 9012 answers the oldest set sent.
+        sent(&mut e, T0 + HOUR, Message::SetRtdInterval { seconds: 60 });
+        let fail = Message::ExecutionResult { exe_rtn: ExeRtn::from_value(2) };
+        e.feed_message(dt(T0 + HOUR), "A", &fail);
+        assert_eq!(interval(&e, 2011).0, 30, "failed: unchanged");
+        sent(&mut e, T0 + 2 * HOUR, Message::SetRtdInterval { seconds: 60 });
+        e.feed_message(dt(T0 + 2 * HOUR + 5_000), "A", &Message::ExecutionResult { exe_rtn: ExeRtn::Success });
+        assert_eq!(interval(&e, 2011).0, 60);
+        // A set whose answer never came is forgotten after reply_timeout_minutes.
+        sent(&mut e, T0 + 3 * HOUR, Message::SetMinInterval { minutes: 1 });
+        e.feed_message(dt(T0 + 3 * HOUR + 11 * MINUTE), "A", &Message::ExecutionResult { exe_rtn: ExeRtn::Success });
+        assert_eq!(interval(&e, 2051).0, 300);
     }
 
     #[test]

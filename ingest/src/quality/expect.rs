@@ -53,7 +53,10 @@ pub const fn default_interval(cn: u16) -> Option<u32> {
 /// `MinInterval` values HJ 212-2017 Table 4 allows, minutes.
 const MIN_INTERVALS: [u32; 11] = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30];
 
-#[derive(Debug, Clone, Default)]
+/// One stream. The registry's part (`registry`, `listed`) is saved too but rebuilt from the
+/// configuration on restore ([`MnExpect::inherit`]); what was announced, inferred or learnt is kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct Stream {
     registry: Option<u32>,
     announced: Option<u32>,
@@ -65,7 +68,8 @@ struct Stream {
 }
 
 /// Expectations of one MN.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct MnExpect {
     streams: BTreeMap<u16, Stream>,
     registry_pollutants: Vec<String>,

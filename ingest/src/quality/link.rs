@@ -50,7 +50,10 @@ pub struct LinkStatus {
     pub connected: bool,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The link state of one MN. `connected` and `connected_since` describe a connection of the
+/// running process and are not restored as such (see [`MnLink::restored`]); the rest is durable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct MnLink {
     connected: bool,
     conn_events: bool,
@@ -75,6 +78,16 @@ impl MnLink {
         self.conn_events = true;
         self.connected = false;
         self.disconnected_at = Some(now);
+    }
+
+    /// This link as a restarted daemon sees it: whatever connection carried the MN ended when
+    /// the state was saved (`saved_at`); what was received and which alerts were raised stay.
+    pub(crate) fn restored(mut self, saved_at: Ms) -> Self {
+        if self.connected {
+            self.disconnect(saved_at);
+        }
+        self.connected_since = None;
+        self
     }
 
     pub(crate) fn received(&mut self, now: Ms) {
@@ -158,9 +171,12 @@ impl MnLink {
     }
 }
 
-/// Sliding-window counters of CRC and authentication failures, per key.
-#[derive(Debug, Default)]
+/// Sliding-window counters of CRC and authentication failures, per key. Durable: the failures
+/// happened, and a burst that straddles a restart is still a burst.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Failures {
+    #[serde(with = "crate::quality::persist::entries")]
     windows: BTreeMap<(String, Rule), (VecDeque<Ms>, bool)>,
 }
 

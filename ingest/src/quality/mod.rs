@@ -26,7 +26,8 @@
 //! * [`link`]: connection state, silent DAUs, CRC/auth failure bursts, networking status;
 //! * [`comparison`]: comparison monitoring against laboratory results;
 //! * [`report`]: text tables and the SVG completeness calendar;
-//! * [`engine`]: [`Engine`], which ties them together.
+//! * [`engine`]: [`Engine`], which ties them together;
+//! * [`persist`]: [`EngineState`], what survives a restart and what deliberately does not.
 
 pub mod accounting;
 pub mod comparison;
@@ -34,6 +35,7 @@ pub mod config;
 pub mod engine;
 pub mod expect;
 pub mod link;
+pub mod persist;
 pub mod recovery;
 pub mod report;
 pub mod rules;
@@ -48,6 +50,7 @@ pub use config::{PollutantSpec, QualityConfig, SiteEntry, StreamSpec};
 pub use engine::Engine;
 pub use expect::{Expectation, IntervalSource};
 pub use link::{LinkState, LinkStatus};
+pub use persist::EngineState;
 pub use recovery::{RecoveryOutcome, RecoveryRecord};
 
 /// Milliseconds on the engine's civil time scale (see the module docs).
@@ -295,13 +298,26 @@ pub enum Event {
         /// MN or peer address.
         key: String,
     },
-    /// The platform sent a command to a DAU (3011 calibration counts as calibration evidence;
-    /// history requests sent by someone else are noted too).
+    /// The platform sent a command to a DAU. 3011 (calibration) counts as calibration
+    /// evidence; 1062/1064 (set `RtdInterval`/`MinInterval`) wait for their result: the next
+    /// [`Event::CommandFinished`] for that command, or else the MN's next 9012 while no history
+    /// request is outstanding. Other commands are ignored.
     CommandSent {
         /// The DAU.
         mn: String,
         /// The command.
         message: Message,
+    },
+    /// The exchange machine matched the end of a command the platform sent (other than the
+    /// engine's own history requests): its 9012, a refusing 9011 or its timeout. `ok` is true
+    /// only for `ExeRtn=1`. A successful 1062/1064 sets the interval the engine expects.
+    CommandFinished {
+        /// The DAU.
+        mn: String,
+        /// The command, as sent.
+        message: Message,
+        /// True when the DAU executed it.
+        ok: bool,
     },
     /// The exchange machine matched the end of a history request the engine asked for
     /// (its 9012, or its timeout). Optional: without it the engine takes the next 9011/9012

@@ -68,7 +68,7 @@ pub struct RecoveryRecord {
     pub outcome: RecoveryOutcome,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Outstanding {
     cn: u16,
     periods: Vec<Ms>,
@@ -78,11 +78,13 @@ pub(crate) struct Outstanding {
 }
 
 /// The planner's state.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Planner {
     outstanding: BTreeMap<String, Outstanding>,
     last_request: BTreeMap<String, Ms>,
     started: VecDeque<Ms>,
+    #[serde(with = "crate::quality::persist::entries")]
     attempts: BTreeMap<(String, u16, Ms), (u32, Ms)>,
     cursor: Option<String>,
 }
@@ -180,6 +182,26 @@ impl Planner {
         let late: Vec<String> =
             self.outstanding.iter().filter(|(_, o)| now - o.requested_at >= limit).map(|(m, _)| m.clone()).collect();
         late.into_iter().filter_map(|m| self.outstanding.remove(&m).map(|o| (m, o))).collect()
+    }
+
+    /// The planner as a restarted daemon sees it. A request that was outstanding was sent on a
+    /// connection that no longer exists and its answer can no longer be matched: it is dropped
+    /// and its attempt given back, so that its periods, if still missing, are asked for again
+    /// once the DAU is connected and its spacing (`last_request`, kept) allows. Nothing else
+    /// changes, so a daemon that restarts in a loop still respects every rate limit.
+    pub(crate) fn restored(mut self) -> Self {
+        for (mn, o) in std::mem::take(&mut self.outstanding) {
+            for p in &o.periods {
+                let key = (mn.clone(), o.cn, *p);
+                if let Some(e) = self.attempts.get_mut(&key) {
+                    e.0 = e.0.saturating_sub(1);
+                    if e.0 == 0 {
+                        self.attempts.remove(&key);
+                    }
+                }
+            }
+        }
+        self
     }
 
     /// Forgets attempt counts for periods before `before`.

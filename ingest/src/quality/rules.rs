@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use hj212_codec::message::{DataItem, InfoItem};
 use hj212_codec::time::DateTime;
+use serde::{Deserialize, Serialize};
 
 use crate::quality::config::QualityConfig;
+use crate::quality::persist::entries;
 use crate::quality::{Alert, DAY, Evidence, HOUR, Ms, Rule, Severity, dt, minutes};
 
 /// The value of an item for a CN: `Rtd` for real-time data, `Avg` otherwise.
@@ -36,7 +38,7 @@ fn is_flow(code: &str) -> bool {
     code == "w00000" || code == "a00000"
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Run {
     start: Ms,
     last: Ms,
@@ -50,7 +52,7 @@ struct Run {
 /// Hourly values in the window, and whether the alert is latched.
 type NearWindow = (VecDeque<(Ms, f64)>, bool);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
     pol: String,
     code: String,
@@ -59,22 +61,41 @@ struct Pending {
     at: Ms,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct StatusPoint {
     at: Ms,
     code: u16,
     bad: bool,
 }
 
-#[derive(Debug, Default)]
+/// What showed that an analyzer was calibrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CalibrationEvidence {
+    /// A value flagged `C`.
+    FlagC,
+    /// A calibration status (`i12001`, Hebei `i12101`).
+    Status,
+    /// A calibration time (`i13006`, Hebei `i13101`/`i13107`).
+    CalibrationTime,
+    /// A 3011 command sent by the platform.
+    Command,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct DynamicControl {
+    /// (analyzer, code) → the last value of a watched parameter.
+    #[serde(with = "entries")]
     params: BTreeMap<(String, String), f64>,
-    evidence: Vec<(String, Ms, &'static str)>,
+    /// (analyzer, time, kind) of every calibration seen in the last two days.
+    evidence: Vec<(String, Ms, CalibrationEvidence)>,
     pending: Vec<Pending>,
     status: BTreeMap<String, Vec<StatusPoint>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 struct Facility {
     /// `SBn` → (state, since, last report).
     sb: BTreeMap<String, (u8, Ms, Ms)>,
@@ -84,16 +105,21 @@ struct Facility {
     flow: Option<(Ms, f64, bool, bool)>,
 }
 
-/// State of all message-driven rules.
-#[derive(Debug, Default)]
+/// State of all message-driven rules. All of it is durable: it describes the data, not the
+/// connections, and is saved and restored whole (see [`crate::quality::persist`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct Rules {
+    #[serde(with = "entries")]
     flat: BTreeMap<(String, u16, String), Run>,
+    #[serde(with = "entries")]
     near: BTreeMap<(String, String), NearWindow>,
     dc: BTreeMap<String, DynamicControl>,
     facility: BTreeMap<String, Facility>,
     latches: BTreeSet<(String, Rule, String)>,
     seen_checks: BTreeSet<(String, String, Ms)>,
     /// (MN, code) → the first real-time value flagged `B` in the current run.
+    #[serde(with = "entries")]
     comm_lost: BTreeMap<(String, String), Ms>,
 }
 
@@ -160,7 +186,11 @@ impl Rules {
                 self.analyzer_comm(cfg, mn, &item.code, data_time, flag(item) == "B", out);
             }
             if flag(item) == "C" {
-                self.dc.entry(mn.to_string()).or_default().evidence.push((item.code.clone(), data_time, "flag C"));
+                self.dc.entry(mn.to_string()).or_default().evidence.push((
+                    item.code.clone(),
+                    data_time,
+                    CalibrationEvidence::FlagC,
+                ));
             }
             let Some(v) = value(item, cn).filter(|v| !cfg.is_sentinel(*v)) else { continue };
             let normal = flag(item) == "N";
@@ -255,7 +285,7 @@ impl Rules {
                         (matches!(s, 3 | 4 | 5 | 6 | 52 | 53 | 54), matches!(s, 5 | 52 | 53))
                     };
                     if calib {
-                        dc.evidence.push((pol.clone(), data_time, "status calibration"));
+                        dc.evidence.push((pol.clone(), data_time, CalibrationEvidence::Status));
                     }
                     let tl = dc.status.entry(pol.clone()).or_default();
                     let pos = tl.partition_point(|p| p.at <= data_time);
@@ -263,7 +293,7 @@ impl Rules {
                 }
                 "i13006" | "i13101" | "i13107" if code == "i13006" || dcfg.hebei_codes => {
                     if let Some(t) = DateTime::parse(item.value.trim()) {
-                        dc.evidence.push((pol.clone(), t.to_millis(), "calibration time"));
+                        dc.evidence.push((pol.clone(), t.to_millis(), CalibrationEvidence::CalibrationTime));
                     }
                 }
                 "i13129" if dcfg.hebei_codes => {
@@ -304,7 +334,11 @@ impl Rules {
 
     /// A command the platform sent: 3011 (calibration) is calibration evidence.
     pub(crate) fn on_calibration_command(&mut self, mn: &str, pol_id: &str, now: Ms) {
-        self.dc.entry(mn.to_string()).or_default().evidence.push((pol_id.to_string(), now, "3011 command"));
+        self.dc.entry(mn.to_string()).or_default().evidence.push((
+            pol_id.to_string(),
+            now,
+            CalibrationEvidence::Command,
+        ));
     }
 
     /// Time passes: parameter changes whose window closed are judged; facilities re-checked;
