@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hj212_codec::crc::CrcVariant;
 use serde::{Deserialize, Deserializer};
@@ -207,6 +208,8 @@ pub struct Mqtt {
     pub keep_alive_secs: u64,
     /// Published messages not yet acknowledged, at most.
     pub max_unacked: usize,
+    /// TLS to the external broker (`[mqtt.tls]`).
+    pub tls: MqttTls,
 }
 
 impl fmt::Debug for Mqtt {
@@ -222,6 +225,7 @@ impl fmt::Debug for Mqtt {
             .field("password", &self.password.as_ref().map(|_| "******"))
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("max_unacked", &self.max_unacked)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -239,6 +243,7 @@ impl Default for Mqtt {
             password: None,
             keep_alive_secs: 30,
             max_unacked: 10_000,
+            tls: MqttTls::default(),
         }
     }
 }
@@ -248,6 +253,163 @@ impl Mqtt {
     #[must_use]
     pub fn embedded(&self) -> bool {
         self.embedded.unwrap_or_else(|| self.host.is_none())
+    }
+}
+
+/// TLS to the external broker (`[mqtt.tls]`). The files are read when the daemon starts (and by
+/// `check-config`); their contents are never logged.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttTls {
+    /// Connect over TLS (the port is still `mqtt.port`: set it, usually to 8883).
+    pub enabled: bool,
+    /// PEM file with the CA certificates that may sign the broker's certificate; empty: the
+    /// system's trust store.
+    pub ca_file: PathBuf,
+    /// PEM file with the client certificate chain, for a broker that asks for one (mutual TLS);
+    /// needs `key_file`.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key of `cert_file` (PKCS #8, PKCS #1 or SEC1).
+    pub key_file: PathBuf,
+    /// The name the broker's certificate must be valid for; empty: `mqtt.host`.
+    pub server_name: String,
+}
+
+impl MqttTls {
+    /// The rustls client configuration (ring crypto, TLS 1.2 and 1.3, the web PKI checks), or
+    /// `None` when TLS is off. `host` is the broker host, the name checked when `server_name` is
+    /// empty.
+    ///
+    /// # Errors
+    /// A file cannot be read or holds no usable PEM item, the key does not match the certificate,
+    /// a name is not usable as a TLS server name, or (without `ca_file`) the system trust store is
+    /// empty.
+    pub fn client_config(&self, host: &str) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+        fn read(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+            std::fs::read(path).map_err(|e| ConfigError(format!("mqtt.tls.{setting} = {path:?}: cannot read: {e}")))
+        }
+        fn certs(setting: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+            let pem = read(setting, path)?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ConfigError(format!("mqtt.tls.{setting} = {path:?}: not readable as PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(ConfigError(format!(
+                    "mqtt.tls.{setting} = {path:?}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+                )));
+            }
+            Ok(certs)
+        }
+        fn name(setting: &str, value: &str) -> Result<ServerName<'static>, ConfigError> {
+            ServerName::try_from(value.to_string())
+                .map_err(|_| ConfigError(format!("{setting} = {value:?}: not a DNS name or IP address usable for TLS")))
+        }
+
+        if !self.enabled {
+            return Ok(None);
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        if self.ca_file.as_os_str().is_empty() {
+            let native = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                let why = native.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+                return Err(ConfigError(format!(
+                    "mqtt.tls: no ca_file, and no CA certificate found in the system trust store{why}; set mqtt.tls.ca_file"
+                )));
+            }
+        } else {
+            for (i, cert) in certs("ca_file", &self.ca_file)?.into_iter().enumerate() {
+                roots.add(cert).map_err(|e| {
+                    ConfigError(format!("mqtt.tls.ca_file = {:?}: certificate #{}: {e}", self.ca_file, i + 1))
+                })?;
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError(format!("mqtt.tls: {e}")))?;
+        let builder = if self.server_name.is_empty() {
+            name("mqtt.host", host)?;
+            builder.with_root_certificates(roots)
+        } else {
+            let name = name("mqtt.tls.server_name", &self.server_name)?;
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ConfigError(format!("mqtt.tls: {e}")))?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(FixedServerName { inner, name }))
+        };
+        let config = match (self.cert_file.as_os_str().is_empty(), self.key_file.as_os_str().is_empty()) {
+            (true, true) => builder.with_no_client_auth(),
+            (false, false) => {
+                let chain = certs("cert_file", &self.cert_file)?;
+                // The key's bytes never reach a message: only the kind of problem is reported.
+                let key = PrivateKeyDer::from_pem_slice(&read("key_file", &self.key_file)?).map_err(|e| {
+                    let why = match e {
+                        rustls::pki_types::pem::Error::NoItemsFound => {
+                            "no PEM private key (PKCS #8, PKCS #1 or SEC1) in it"
+                        }
+                        _ => "not readable as PEM",
+                    };
+                    ConfigError(format!("mqtt.tls.key_file = {:?}: {why}", self.key_file))
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    ConfigError(format!(
+                        "mqtt.tls.cert_file = {:?} and key_file = {:?}: not a usable pair: {e}",
+                        self.cert_file, self.key_file
+                    ))
+                })?
+            }
+            _ => return Err(ConfigError("mqtt.tls: cert_file and key_file go together (mutual TLS)".into())),
+        };
+        Ok(Some(Arc::new(config)))
+    }
+}
+
+/// The web PKI's checks of the broker's certificate, against a configured name instead of the host
+/// that was dialled (`mqtt.tls.server_name`, for a broker reached by an address its certificate
+/// does not name).
+#[derive(Debug)]
+struct FixedServerName {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for FixedServerName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _dialled: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -711,6 +873,11 @@ impl Config {
         env!("HJ212_INGEST_MQTT_USERNAME", |name, v| self.mqtt.username = Some(v.to_string()));
         env!("HJ212_INGEST_MQTT_PASSWORD", |name, v| self.mqtt.password = Some(v.to_string()));
         env!("HJ212_INGEST_MQTT_MAX_UNACKED", |name, v| self.mqtt.max_unacked = parse(name, v)?);
+        env!("HJ212_INGEST_MQTT_TLS", |name, v| self.mqtt.tls.enabled = parse(name, v)?);
+        env!("HJ212_INGEST_MQTT_TLS_CA_FILE", |name, v| self.mqtt.tls.ca_file = PathBuf::from(v));
+        env!("HJ212_INGEST_MQTT_TLS_CERT_FILE", |name, v| self.mqtt.tls.cert_file = PathBuf::from(v));
+        env!("HJ212_INGEST_MQTT_TLS_KEY_FILE", |name, v| self.mqtt.tls.key_file = PathBuf::from(v));
+        env!("HJ212_INGEST_MQTT_TLS_SERVER_NAME", |name, v| self.mqtt.tls.server_name = v.to_string());
         env!("HJ212_INGEST_PACKET_LOG", |name, v| self.packet_log.path = PathBuf::from(v));
         env!("HJ212_INGEST_FRAME_TIMEOUT_SECS", |name, v| self.limits.frame_timeout_secs = parse(name, v)?);
         env!("HJ212_INGEST_SPOOL", |name, v| self.spool.path = PathBuf::from(v));
@@ -773,6 +940,7 @@ impl Config {
         if self.mqtt.keep_alive_secs < 5 {
             return bad(format!("mqtt.keep_alive_secs = {}: must be at least 5", self.mqtt.keep_alive_secs));
         }
+        self.validate_tls()?;
         if self.limits.frame_timeout_secs == 0 {
             return bad("limits.frame_timeout_secs must be at least 1".into());
         }
@@ -795,6 +963,25 @@ impl Config {
         self.validate_registration()?;
         validate_registry(&self.registry)?;
         self.quality.validate(&self.registry)
+    }
+
+    /// `[mqtt.tls]`: settings only with `enabled`, an external broker, and files that load.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.mqtt.tls;
+        if !tls.enabled {
+            if *tls != MqttTls::default() {
+                return Err(ConfigError(
+                    "mqtt.tls: ca_file, cert_file, key_file and server_name need mqtt.tls.enabled = true".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if self.mqtt.embedded() {
+            return Err(ConfigError(
+                "mqtt.tls.enabled = true needs an external broker (mqtt.host, without embedded = true)".into(),
+            ));
+        }
+        tls.client_config(self.mqtt.host.as_deref().unwrap_or_default()).map(drop)
     }
 
     fn validate_registration(&self) -> Result<(), ConfigError> {
@@ -1110,6 +1297,99 @@ mod tests {
                 .unwrap();
         let text = format!("{c:?}");
         assert!(!text.contains("s3cret") && !text.contains("pw-secret"), "{text}");
+    }
+
+    /// A CA and a certificate for `127.0.0.1` it signed, with their keys, as PEM files in `dir`.
+    fn test_pki(dir: &Path) -> [PathBuf; 4] {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let leaf_pem = leaf.signed_by(&leaf_key, &Issuer::new(ca, ca_key)).unwrap().pem();
+        let files = ["ca.pem", "leaf.pem", "leaf.key", "other.key"].map(|f| dir.join(f));
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&files[0], ca_pem).unwrap();
+        std::fs::write(&files[1], leaf_pem).unwrap();
+        std::fs::write(&files[2], leaf_key.serialize_pem()).unwrap();
+        std::fs::write(&files[3], KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn mqtt_tls_files_are_checked_and_errors_name_the_setting() {
+        let dir = std::env::temp_dir().join(format!("hj212-ingest-tls-config-{}", std::process::id()));
+        let [ca, cert, key, other_key] = test_pki(&dir);
+        let tls = |extra: &str| {
+            Config::from_toml(&format!(
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = 8883\n[mqtt.tls]\nenabled = true\nca_file = {:?}\n{extra}",
+                ca.display().to_string()
+            ))
+            .unwrap()
+        };
+        let error = |c: Config| c.validate().unwrap_err().0;
+
+        let c = tls("");
+        c.validate().unwrap();
+        assert!(c.mqtt.tls.client_config("127.0.0.1").unwrap().is_some());
+        let both =
+            format!("cert_file = {:?}\nkey_file = {:?}\n", cert.display().to_string(), key.display().to_string());
+        tls(&both).validate().unwrap();
+        tls("server_name = \"broker.example.org\"\n").validate().unwrap();
+
+        let missing =
+            Config::from_toml("[mqtt]\nhost = \"h\"\n[mqtt.tls]\nenabled = true\nca_file = \"/nonexistent/ca.pem\"\n")
+                .unwrap();
+        let e = error(missing);
+        assert!(e.contains("mqtt.tls.ca_file") && e.contains("cannot read"), "{e}");
+        let not_pem = Config::from_toml(&format!(
+            "[mqtt]\nhost = \"h\"\n[mqtt.tls]\nenabled = true\nca_file = {:?}\n",
+            key.display().to_string()
+        ))
+        .unwrap();
+        let e = error(not_pem);
+        assert!(e.contains("mqtt.tls.ca_file") && e.contains("no PEM certificate"), "{e}");
+        let e = error(tls(&format!("cert_file = {:?}\n", cert.display().to_string())));
+        assert!(e.contains("cert_file and key_file go together"), "{e}");
+        let e = error(tls(&format!(
+            "cert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            ca.display().to_string()
+        )));
+        assert!(e.contains("mqtt.tls.key_file") && e.contains("no PEM private key"), "{e}");
+        let e = error(tls(&format!(
+            "cert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            other_key.display().to_string()
+        )));
+        assert!(e.contains("not a usable pair"), "{e}");
+        let e = error(tls("server_name = \"not a name\"\n"));
+        assert!(e.contains("mqtt.tls.server_name"), "{e}");
+
+        // Settings without `enabled`, and TLS to the embedded broker, are refused.
+        let e = error(Config::from_toml(&format!("[mqtt.tls]\nca_file = {:?}\n", ca.display().to_string())).unwrap());
+        assert!(e.contains("need mqtt.tls.enabled = true"), "{e}");
+        let e = error(Config::from_toml("[mqtt.tls]\nenabled = true\n").unwrap());
+        assert!(e.contains("external broker"), "{e}");
+
+        // The environment can turn it on and point at the files.
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "HJ212_INGEST_MQTT_HOST" => Some("127.0.0.1".into()),
+            "HJ212_INGEST_MQTT_TLS" => Some("true".into()),
+            "HJ212_INGEST_MQTT_TLS_CA_FILE" => Some(ca.display().to_string()),
+            "HJ212_INGEST_MQTT_TLS_CERT_FILE" => Some(cert.display().to_string()),
+            "HJ212_INGEST_MQTT_TLS_KEY_FILE" => Some(key.display().to_string()),
+            "HJ212_INGEST_MQTT_TLS_SERVER_NAME" => Some("broker.example.org".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.mqtt.tls.server_name, "broker.example.org");
+        assert!(c.mqtt.tls.enabled && c.mqtt.tls.key_file == key);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -25,7 +25,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions,
+    Outgoing, QoS, StateError, TlsConfiguration, Transport,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +75,7 @@ struct State {
 }
 
 /// Settings of the MQTT connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Broker host.
     pub host: String,
@@ -82,6 +85,8 @@ pub struct Settings {
     pub client_id: String,
     /// User name and password.
     pub credentials: Option<(String, String)>,
+    /// TLS to the broker (see [`crate::config::MqttTls::client_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Keep-alive.
     pub keep_alive: Duration,
     /// Most messages held un-acknowledged.
@@ -91,6 +96,23 @@ pub struct Settings {
     /// Topic filters subscribed to (at QoS 1) after every connect; what arrives on them is
     /// passed on through the receiver [`Ledger::new`] returns.
     pub subscribe: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("password", &self.credentials.as_ref().map(|_| "******"))
+            .field("tls", &self.tls.is_some())
+            .field("keep_alive", &self.keep_alive)
+            .field("max_unacked", &self.max_unacked)
+            .field("status_topic", &self.status_topic)
+            .field("subscribe", &self.subscribe)
+            .finish()
+    }
 }
 
 /// A message that arrived on one of the subscribed topics.
@@ -138,6 +160,9 @@ impl Ledger {
         options.set_last_will(LastWill::new(settings.status_topic.clone(), "offline", QoS::AtLeastOnce, true));
         if let Some((user, pass)) = &settings.credentials {
             options.set_credentials(user.clone(), pass.clone());
+        }
+        if let Some(tls) = &settings.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
         }
         // Room for every message the ledger may hold, so `try_publish` never finds the channel full.
         let (client, eventloop) = AsyncClient::new(options, settings.max_unacked + 64);
@@ -263,6 +288,9 @@ impl Driver {
     /// Polls the event loop until `stop` is cancelled, reconnecting with backoff.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // The last failed attempt's error: a new kind of failure is logged at warn or error, the
+        // same failure again (every retry) only at debug.
+        let mut last_failure: Option<String> = None;
         loop {
             let polled = tokio::select! {
                 () = stop.cancelled() => break,
@@ -271,6 +299,7 @@ impl Driver {
             match polled {
                 Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
+                    last_failure = None;
                     tracing::info!(session_present = ack.session_present, code = ?ack.code, "Connected to the MQTT broker.");
                     self.on_connack();
                 }
@@ -289,11 +318,18 @@ impl Driver {
                 Err(error) => {
                     Metrics::inc(&self.ledger.metrics.counters.mqtt_errors);
                     let was_connected = self.on_error();
+                    let retry_in_ms = backoff.as_millis() as u64;
+                    let text = error.to_string();
                     if was_connected {
                         tracing::warn!(%error, "MQTT connection lost; unacknowledged messages will be republished.");
+                    } else if last_failure.as_deref() == Some(text.as_str()) {
+                        tracing::debug!(%error, retry_in_ms, "MQTT connection attempt failed.");
+                    } else if let Some(hint) = configuration_hint(&error) {
+                        tracing::error!(%error, hint, retry_in_ms, "Cannot connect to the MQTT broker.");
                     } else {
-                        tracing::debug!(%error, retry_in_ms = backoff.as_millis() as u64, "MQTT connection attempt failed.");
+                        tracing::warn!(%error, retry_in_ms, "Cannot connect to the MQTT broker.");
                     }
+                    last_failure = Some(text);
                     tokio::select! {
                         () = stop.cancelled() => break,
                         () = tokio::time::sleep(backoff) => {}
@@ -393,5 +429,28 @@ impl Driver {
         self.eventloop.clean();
         self.eventloop.pending.clear();
         was
+    }
+}
+
+const TLS_HINT: &str =
+    "TLS failed: check mqtt.tls (ca_file, server_name, cert_file, key_file) and mqtt.port against the broker";
+
+/// What to check when a connection attempt failed for a reason that retrying will not fix: the
+/// broker refused the client, or the TLS handshake failed.
+fn configuration_hint(error: &ConnectionError) -> Option<&'static str> {
+    let tls = |e: &std::io::Error| e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>());
+    match error {
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => Some("the broker refused the credentials: check mqtt.username and mqtt.password"),
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId) => {
+            Some("the broker refused the client id: check mqtt.client_id")
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::RefusedProtocolVersion) => {
+            Some("the broker does not accept MQTT 3.1.1")
+        }
+        ConnectionError::Tls(_) => Some(TLS_HINT),
+        ConnectionError::Io(e) | ConnectionError::MqttState(StateError::Io(e)) if tls(e) => Some(TLS_HINT),
+        _ => None,
     }
 }

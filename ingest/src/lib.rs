@@ -14,7 +14,8 @@
 //! * `conn`: listeners and the per-connection driver;
 //! * [`answers`]: the platform's answers (one small module, to be replaced by the codec's
 //!   exchange machine);
-//! * [`ledger`]: MQTT publishing with delivery tracking and republish after reconnect;
+//! * [`ledger`]: MQTT publishing with delivery tracking and republish after reconnect, over TCP or
+//!   TLS ([`config::MqttTls`]), with a user name and password when configured;
 //! * [`spool`]: the durable sled spool in front of the ledger (broker outages, restarts);
 //! * [`commands`]: commands down from `{prefix}/cmd/{mn}` and their replies;
 //! * [`quality`]: the sans-IO data-quality engine, and [`quality_task`]: the task that owns it in
@@ -204,6 +205,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         port: mqtt_addr.1,
         client_id: config.client_id(),
         credentials: config.mqtt.username.clone().map(|u| (u, config.mqtt.password.clone().unwrap_or_default())),
+        tls: if config.mqtt.embedded() { None } else { config.mqtt.tls.client_config(&mqtt_addr.0)? },
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
         max_unacked: config.mqtt.max_unacked,
         status_topic: format!("{}/status/{}", config.mqtt.prefix, config.instance),
@@ -285,7 +287,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
     listener_tracker.close();
     Metrics::set(&metrics.gauges.listeners_bound, 1);
-    tracing::info!(listeners = ?listen_addrs, mqtt = %format!("{}:{}", mqtt_addr.0, mqtt_addr.1), embedded = config.mqtt.embedded(), "hj212-ingest is ready.");
+    tracing::info!(listeners = ?listen_addrs, mqtt = %format!("{}:{}", mqtt_addr.0, mqtt_addr.1), embedded = config.mqtt.embedded(), mqtt_tls = settings.tls.is_some(), "hj212-ingest is ready.");
     if config.registry.is_empty() && config.auth.unknown_mn != config::UnknownMnPolicy::Accept {
         tracing::warn!("The site registry is empty: every frame will be refused.");
     }

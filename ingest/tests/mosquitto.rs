@@ -1,56 +1,77 @@
-//! Integration tests against a real Mosquitto broker, started by each test on a free loopback
-//! port with a generated configuration (anonymous, no persistence).
+//! Integration tests against a real Mosquitto broker, started by each test on free loopback
+//! ports with a generated configuration (no persistence): plain and anonymous, with a password
+//! file, and with TLS listeners whose certificates the tests generate (rcgen).
 //!
-//! When `mosquitto` is not on `PATH`, the tests print a skip notice and pass, unless `CI=true`,
-//! where they fail: CI must run them.
+//! When `mosquitto` (or `mosquitto_passwd`, for the password-file tests) is not on `PATH`, the
+//! tests print a skip notice and pass, unless `CI=true`, where they fail: CI must run them.
 
 mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use hj212_ingest::Event;
+use hj212_ingest::config::MqttTls;
+use tokio::io::AsyncBufReadExt as _;
 use tokio::time::timeout;
 
 struct Mosquitto {
     child: Child,
     port: u16,
     dir: PathBuf,
+    listeners: String,
 }
 
-fn mosquitto_binary() -> Option<PathBuf> {
+fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("mosquitto")).find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// The program `name` from `PATH`, or `None` (after a notice) when it is not installed outside CI.
+fn required(name: &str) -> Option<PathBuf> {
+    let found = on_path(name);
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "{name} is not on PATH, and CI=true requires the Mosquitto integration tests to run: install the `mosquitto` package"
+            );
+        }
+        eprintln!("SKIPPED: {name} is not on PATH (install mosquitto to run the Mosquitto integration tests)");
+    }
+    found
 }
 
 impl Mosquitto {
-    /// Starts Mosquitto, or returns `None` (after a notice) when it is not installed outside CI.
+    /// Starts an anonymous Mosquitto on `port`, or returns `None` (after a notice) when it is not
+    /// installed outside CI.
     async fn start(port: u16, dir: &Path) -> Option<Self> {
-        let Some(bin) = mosquitto_binary() else {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "mosquitto is not on PATH, and CI=true requires the Mosquitto integration tests to run: install the `mosquitto` package"
-                );
-            }
-            eprintln!("SKIPPED: mosquitto is not on PATH (install it to run the Mosquitto integration tests)");
-            return None;
-        };
+        Self::start_with(&[port], dir, &format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).await
+    }
+
+    /// Starts Mosquitto with `listeners` (configuration lines, `per_listener_settings` on) and
+    /// waits until every one of `ports` accepts TCP connections; `port` is the first.
+    async fn start_with(ports: &[u16], dir: &Path, listeners: &str) -> Option<Self> {
+        let bin = required("mosquitto")?;
+        let port = ports[0];
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n"),
+            format!("per_listener_settings true\npersistence false\nmax_queued_messages 100000\n{listeners}"),
         )
         .unwrap();
         let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start on port {port}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for &p in ports {
+            while tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_err() {
+                assert!(tokio::time::Instant::now() < deadline, "mosquitto did not start on port {p}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        Some(Self { child, port, dir: dir.to_path_buf() })
+        Some(Self { child, port, dir: dir.to_path_buf(), listeners: listeners.to_string() })
     }
 
     /// Kills the broker (SIGKILL) and waits for it.
@@ -61,7 +82,7 @@ impl Mosquitto {
 
     async fn restart(&mut self) {
         self.kill();
-        let mut again = Self::start(self.port, &self.dir).await.unwrap();
+        let mut again = Self::start_with(&[self.port], &self.dir, &self.listeners).await.unwrap();
         // `again` now holds the dead child; dropping it kills nothing that runs.
         std::mem::swap(&mut self.child, &mut again.child);
     }
@@ -259,6 +280,350 @@ async fn ingest_killed_and_restarted_delivers_every_acknowledged_frame() {
         };
         missing.remove(v["qn"].as_str().unwrap_or(""));
     }
+    d.stop().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// Authentication and TLS. Each broker has a plain anonymous listener for the test's subscriber
+// and one or more secured listeners for the daemon; messages cross listeners inside Mosquitto.
+
+const USER: &str = "ingest";
+const PASS: &str = "s3cret-pass";
+
+/// `{dir}/passwd` with one user, written by `mosquitto_passwd` (hashed as Mosquitto expects).
+fn password_file(dir: &Path, user: &str, pass: &str) -> Option<PathBuf> {
+    let tool = required("mosquitto_passwd")?;
+    let file = dir.join("passwd");
+    let status = Command::new(tool).arg("-b").arg("-c").arg(&file).arg(user).arg(pass).status().unwrap();
+    assert!(status.success(), "mosquitto_passwd failed: {status}");
+    // Mosquitto started as root reads it after dropping to its own user; newer mosquitto_passwd
+    // versions create the file 0600.
+    let readable = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644);
+    std::fs::set_permissions(&file, readable).unwrap();
+    Some(file)
+}
+
+/// A test certificate authority (rcgen), with its certificate as PEM.
+struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// Writes the CA certificate to `{dir}/{name}.pem`.
+    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, &self.pem).unwrap();
+        path
+    }
+
+    /// Issues a certificate for `names` (DNS names or IP addresses) and writes it and its key to
+    /// `{dir}/{file}.pem` and `{dir}/{file}.key`.
+    fn issue(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> (PathBuf, PathBuf) {
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let mut params = CertificateParams::new(names.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+}
+
+fn tls_to(ca_file: &Path) -> MqttTls {
+    MqttTls { enabled: true, ca_file: ca_file.to_path_buf(), ..MqttTls::default() }
+}
+
+/// One upload with A=1 goes in over TCP; its JSON comes out on the broker and its 9014 comes back.
+async fn round_trip(d: &Daemon, sub: &mut Subscriber, qn: &str) {
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload(qn, 2011, true, PW)).await;
+    let (topic, v) = sub.next().await;
+    assert_eq!(topic, format!("hj212/{MN}/2011"));
+    assert_eq!(v["qn"], qn);
+    assert_eq!(v["items"][0]["code"], "w01018");
+    let answer = dau.frame().await;
+    assert_eq!(answer.field("CN"), Some("9014"));
+    assert_eq!(answer.field("QN"), Some(qn));
+    assert!(d.handle().mqtt_connected());
+}
+
+/// The daemon as a child process (`hj212-ingest run`, JSON logs on stderr, collected), for the
+/// tests that read its logs and its HTTP endpoint.
+struct IngestProcess {
+    child: tokio::process::Child,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+    listen: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+}
+
+impl IngestProcess {
+    /// Runs the daemon with `mqtt` (TOML: `[mqtt]` and its sub-tables) and no spool, so that
+    /// `/healthz` follows the broker connection.
+    async fn spawn(dir: &Path, mqtt: &str) -> Self {
+        let (listen, metrics) = (free_port(), free_port());
+        let file = dir.join("ingest.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "shutdown_timeout_secs = 2\n[[listeners]]\naddr = \"127.0.0.1:{listen}\"\n\
+                 [limits]\nack_timeout_secs = 2\nmax_frames_per_minute_per_mn = 0\n\
+                 [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[spool]\npath = \"\"\n[packet_log]\npath = \"\"\n\
+                 [quality]\nstate_path = \"\"\n[keys]\nstate_path = \"\"\n[registration]\nstate_path = \"\"\n\
+                 {mqtt}\n[[registry]]\nmn = \"{MN}\"\npassword = \"{PW}\"\nallowed_st = [\"32\"]\n"
+            ),
+        )
+        .unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hj212-ingest"))
+            .arg("--config")
+            .arg(&file)
+            .arg("--log-format")
+            .arg("json")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the daemon did not start: {:?}", logs.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, logs, listen, metrics: format!("127.0.0.1:{metrics}").parse().unwrap() }
+    }
+
+    /// Log records at `level` with this message.
+    fn logged(&self, level: &str, message: &str) -> Vec<serde_json::Value> {
+        let logs = self.logs.lock().unwrap();
+        logs.iter().filter(|v| v["level"] == level && v["fields"]["message"] == message).cloned().collect()
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs.lock().unwrap().iter().map(|v| format!("{v}\n")).collect()
+    }
+
+    /// The broker cannot be reached: the daemon says why once, stays up, reports the broker down,
+    /// publishes nothing and answers nothing; returns the error record.
+    async fn assert_broker_refused(mut self, sub: &mut Subscriber, secret: &str) -> serde_json::Value {
+        const CANNOT: &str = "Cannot connect to the MQTT broker.";
+        until("the connection error in the log", WAIT, || !self.logged("ERROR", CANNOT).is_empty()).await;
+        let mut dau =
+            Dau { stream: tokio::net::TcpStream::connect(self.listen).await.unwrap(), deframer: Default::default() };
+        dau.send(&upload("20240102030800001", 2011, true, PW)).await;
+        // Longer than limits.ack_timeout_secs, and several reconnection attempts.
+        assert!(dau.frame_within(Duration::from_secs(4)).await.is_none(), "a 9014 without a broker");
+        sub.nothing().await;
+
+        let (_, metrics) = http_get(self.metrics, "/metrics").await;
+        assert!(metrics.lines().any(|l| l == "hj212_ingest_mqtt_connected 0"), "{metrics}");
+        let errors = metrics.lines().find_map(|l| l.strip_prefix("hj212_ingest_mqtt_errors_total "));
+        assert!(errors.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 2), "{metrics}");
+        assert_eq!(http_get(self.metrics, "/healthz").await.0, 503);
+        assert!(self.child.try_wait().unwrap().is_none(), "the daemon exited:\n{}", self.all_logs());
+
+        let errors = self.logged("ERROR", CANNOT);
+        assert_eq!(errors.len(), 1, "the same failure is logged once, not on every retry:\n{}", self.all_logs());
+        assert!(!self.all_logs().contains(secret), "a secret in the log:\n{}", self.all_logs());
+        let _ = self.child.start_kill();
+        let _ = timeout(WAIT, self.child.wait()).await;
+        eprintln!("the daemon logged: {}", errors[0]);
+        errors[0].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_password_file_right_credentials_publish_and_ack() {
+    let dir = temp_dir();
+    let (plain, secured) = (free_port(), free_port());
+    let Some(passwd) = password_file(&dir, USER, PASS) else { return };
+    let listeners = format!(
+        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+        passwd.display()
+    );
+    let Some(broker) = Mosquitto::start_with(&[plain, secured], &dir, &listeners).await else { return };
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    let d = Daemon::start(|c| {
+        external(c, secured);
+        c.mqtt.username = Some(USER.into());
+        c.mqtt.password = Some(PASS.into());
+    })
+    .await;
+    round_trip(&d, &mut sub, "20240102030800000").await;
+    assert_eq!(d.counter("mqtt_errors"), 0);
+    d.stop().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_password_file_wrong_credentials_publish_nothing_and_report_the_broker_down() {
+    let dir = temp_dir();
+    let (plain, secured) = (free_port(), free_port());
+    let Some(passwd) = password_file(&dir, USER, PASS) else { return };
+    let listeners = format!(
+        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+        passwd.display()
+    );
+    let Some(broker) = Mosquitto::start_with(&[plain, secured], &dir, &listeners).await else { return };
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    let ingest = IngestProcess::spawn(
+        &dir,
+        &format!("[mqtt]\nhost = \"127.0.0.1\"\nport = {secured}\nusername = \"{USER}\"\npassword = \"wrong-pass\"\n"),
+    )
+    .await;
+    let error = ingest.assert_broker_refused(&mut sub, "wrong-pass").await;
+    let text = error["fields"]["error"].as_str().unwrap_or_default();
+    assert!(text.contains("refused"), "{error}");
+    assert!(error["fields"]["hint"].as_str().is_some_and(|h| h.contains("mqtt.password")), "{error}");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_tls_with_the_test_ca_publishes_and_acks() {
+    use rcgen::ExtendedKeyUsagePurpose::ServerAuth;
+    let dir = temp_dir();
+    let (plain, tls) = (free_port(), free_port());
+    let ca = TestCa::new("hj212 test CA");
+    let ca_file = ca.write(&dir, "ca");
+    let (cert, key) = ca.issue(&dir, "server", &["localhost", "127.0.0.1"], ServerAuth);
+    let listeners = format!(
+        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let Some(broker) = Mosquitto::start_with(&[plain, tls], &dir, &listeners).await else { return };
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    // Checked against the IP address the daemon dials, then against `localhost` by name.
+    for (i, host) in ["127.0.0.1", "localhost"].into_iter().enumerate() {
+        let d = Daemon::start(|c| {
+            external(c, tls);
+            c.mqtt.host = Some(host.into());
+            c.mqtt.tls = tls_to(&ca_file);
+        })
+        .await;
+        round_trip(&d, &mut sub, &format!("2024010203090000{i}")).await;
+        d.stop().await;
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_tls_with_a_foreign_ca_publishes_nothing_and_says_why() {
+    use rcgen::ExtendedKeyUsagePurpose::ServerAuth;
+    let dir = temp_dir();
+    let (plain, tls) = (free_port(), free_port());
+    let ca = TestCa::new("hj212 test CA");
+    let ca_file = ca.write(&dir, "ca");
+    let foreign = TestCa::new("someone else's CA").write(&dir, "foreign-ca");
+    let (cert, key) = ca.issue(&dir, "server", &["127.0.0.1"], ServerAuth);
+    let listeners = format!(
+        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let Some(broker) = Mosquitto::start_with(&[plain, tls], &dir, &listeners).await else { return };
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    let ingest = IngestProcess::spawn(
+        &dir,
+        &format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {tls}\n[mqtt.tls]\nenabled = true\nca_file = \"{}\"\n",
+            foreign.display()
+        ),
+    )
+    .await;
+    let error = ingest.assert_broker_refused(&mut sub, "-----BEGIN").await;
+    let text = error["fields"]["error"].as_str().unwrap_or_default();
+    assert!(text.contains("invalid peer certificate") && text.contains("UnknownIssuer"), "{error}");
+    assert!(error["fields"]["hint"].as_str().is_some_and(|h| h.contains("mqtt.tls")), "{error}");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Mutual TLS, to a broker whose certificate names only `broker.test` (reached by IP, so
+/// `server_name` says which name to check): with the client certificate the daemon delivers;
+/// without it the broker refuses the handshake and nothing is published or answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_mutual_tls_needs_the_client_certificate() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let dir = temp_dir();
+    let (plain, mtls) = (free_port(), free_port());
+    let ca = TestCa::new("hj212 test CA");
+    let ca_file = ca.write(&dir, "ca");
+    let (cert, key) = ca.issue(&dir, "server", &["broker.test"], ServerAuth);
+    let (client_cert, client_key) = ca.issue(&dir, "client", &["hj212-ingest"], ClientAuth);
+    let listeners = format!(
+        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
+         listener {mtls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let Some(broker) = Mosquitto::start_with(&[plain, mtls], &dir, &listeners).await else { return };
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    let mutual =
+        MqttTls { cert_file: client_cert, key_file: client_key, server_name: "broker.test".into(), ..tls_to(&ca_file) };
+
+    let d = Daemon::start(|c| {
+        external(c, mtls);
+        c.mqtt.tls = mutual.clone();
+    })
+    .await;
+    round_trip(&d, &mut sub, "20240102031000001").await;
+    d.stop().await;
+
+    let d = Daemon::start(|c| {
+        external(c, mtls);
+        c.mqtt.tls = MqttTls { cert_file: PathBuf::new(), key_file: PathBuf::new(), ..mutual.clone() };
+    })
+    .await;
+    until("a refused handshake", WAIT, || d.counter("mqtt_errors") >= 1).await;
+    // A=0, so the frame waits in the spool and the daemon can still stop in time.
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102031000002", 2011, false, PW)).await;
+    until("the frame in the spool", WAIT, || d.counter("spool_written") >= 1).await;
+    sub.nothing().await;
+    assert!(!d.handle().mqtt_connected());
+    assert_eq!(d.counter("mqtt_acked"), 0);
     d.stop().await;
     drop(broker);
     let _ = std::fs::remove_dir_all(dir);

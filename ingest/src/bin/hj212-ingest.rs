@@ -126,7 +126,12 @@ fn main() -> ExitCode {
                         if config.mqtt.embedded() {
                             "embedded broker".to_string()
                         } else {
-                            format!("{}:{}", config.mqtt.host.as_deref().unwrap_or(""), config.mqtt.port)
+                            format!(
+                                "{}:{}{}",
+                                config.mqtt.host.as_deref().unwrap_or(""),
+                                config.mqtt.port,
+                                if config.mqtt.tls.enabled { " over TLS" } else { "" }
+                            )
                         }
                     );
                     ExitCode::SUCCESS
