@@ -209,9 +209,61 @@ pub struct SerialPort {
     /// Milliseconds of silence before each request (at least t3.5).
     #[serde(default = "default_inter_request_delay_ms")]
     pub inter_request_delay_ms: u32,
+    /// The kernel's RS-485 mode for a UART whose RTS drives the transceiver (`TIOCSRS485`);
+    /// none: left as it is (USB adapters switch direction themselves).
+    #[serde(default)]
+    pub rs485: Option<Rs485>,
+    /// A GPIO that drives the transceiver's DE line around each request.
+    #[serde(default)]
+    pub de_gpio: Option<DeGpio>,
     /// The analyzers on this line.
     #[serde(default)]
     pub analyzer: Vec<Analyzer>,
+}
+
+/// The kernel's RS-485 mode of a port (`struct serial_rs485`, `Documentation/driver-api/serial/serial-rs485.rst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rs485 {
+    /// `SER_RS485_ENABLED` (default true; false turns the mode off).
+    pub enabled: bool,
+    /// RTS active while sending (`SER_RS485_RTS_ON_SEND`, default true).
+    pub rts_on_send: bool,
+    /// RTS active after sending (`SER_RS485_RTS_AFTER_SEND`, default false).
+    pub rts_after_send: bool,
+    /// Keep receiving while sending (`SER_RS485_RX_DURING_TX`, default false).
+    pub rx_during_tx: bool,
+    /// Switch the bus termination on, where the board can (`SER_RS485_TERMINATE_BUS`).
+    pub terminate_bus: bool,
+    /// Milliseconds RTS is raised before the first byte (0–100).
+    pub delay_rts_before_send_ms: u32,
+    /// Milliseconds RTS is held after the last byte (0–100).
+    pub delay_rts_after_send_ms: u32,
+}
+
+impl Default for Rs485 {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rts_on_send: true,
+            rts_after_send: false,
+            rx_during_tx: false,
+            terminate_bus: false,
+            delay_rts_before_send_ms: 0,
+            delay_rts_after_send_ms: 0,
+        }
+    }
+}
+
+/// A GPIO driving the RS-485 transceiver's DE line, through its sysfs `value` file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeGpio {
+    /// The line's `value` file, such as `/sys/class/gpio/gpio17/value` (exported, direction `out`).
+    pub value_path: PathBuf,
+    /// The transceiver transmits when the line is low.
+    #[serde(default)]
+    pub active_low: bool,
 }
 
 const fn default_baud() -> u32 {
@@ -704,6 +756,26 @@ impl Config {
             }
             if port.response_timeout_ms == 0 {
                 return Err(bad(format!("{path}.response_timeout_ms"), "must be positive"));
+            }
+            if let Some(r) = &port.rs485 {
+                if r.enabled && r.rts_on_send == r.rts_after_send {
+                    return Err(bad(
+                        format!("{path}.rs485"),
+                        "exactly one of rts_on_send and rts_after_send must be true",
+                    ));
+                }
+                if r.delay_rts_before_send_ms > 100 || r.delay_rts_after_send_ms > 100 {
+                    return Err(bad(format!("{path}.rs485"), "delays are 0 to 100 ms (the kernel's limit)"));
+                }
+                if port.de_gpio.is_some() && r.enabled {
+                    return Err(bad(
+                        format!("{path}.de_gpio"),
+                        "use either rs485 (RTS drives DE) or de_gpio, not both",
+                    ));
+                }
+            }
+            if port.de_gpio.as_ref().is_some_and(|g| g.value_path.as_os_str().is_empty()) {
+                return Err(bad(format!("{path}.de_gpio.value_path"), "missing"));
             }
             let mut units: Vec<u8> = Vec::new();
             for (j, an) in port.analyzer.iter().enumerate() {

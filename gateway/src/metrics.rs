@@ -23,6 +23,8 @@ pub struct Metrics {
     pub port_opens: AtomicU64,
     /// Serial port failures (open errors and IO errors that closed a port).
     pub port_failures: AtomicU64,
+    /// Port opens where the configured kernel RS-485 mode was refused by the driver.
+    pub rs485_refused: AtomicU64,
     /// Messages produced and stored.
     pub messages_stored: AtomicU64,
     /// Store writes that failed (the message was lost).
@@ -62,6 +64,7 @@ impl Metrics {
             ("poll_errors_total", &self.poll_errors),
             ("port_opens_total", &self.port_opens),
             ("port_failures_total", &self.port_failures),
+            ("rs485_refused_total", &self.rs485_refused),
             ("messages_stored_total", &self.messages_stored),
             ("store_errors_total", &self.store_errors),
             ("frames_sent_total", &self.frames_sent),

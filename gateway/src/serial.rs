@@ -6,8 +6,9 @@
 //! is closed and reopened with a growing delay (1 s doubling to 30 s); other ports are unaffected.
 //! Dead analyzers are isolated by the firmware's health table: one timeout per cycle, then back-off.
 //!
-//! The RS-485 driver-enable line is left to the kernel or the adapter (automatic direction
-//! control, as on most USB–RS-485 adapters): the master drives a no-op pin.
+//! RS-485 direction: left to the adapter (most USB–RS-485 adapters switch by themselves), or the
+//! kernel's RS-485 mode set when the port opens (`[serial.rs485]`), or a GPIO on DE that the
+//! master raises around each request (`[serial.de_gpio]`); see [`crate::rs485`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Parity, SerialPort};
 use crate::metrics::Metrics;
+use crate::rs485::{self, DePin, GpioPin};
 use crate::site::{PortCommand, Site};
 
 /// Devices one port can track health for.
@@ -37,38 +39,48 @@ impl embedded_hal_async::delay::DelayNs for TokioDelay {
     }
 }
 
-/// A driver-enable pin that does nothing (the adapter switches direction itself).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoPin;
+type PortMaster = AsyncMaster<FromTokio<tokio_serial::SerialStream>, DePin, TokioDelay>;
 
-impl embedded_hal::digital::ErrorType for NoPin {
-    type Error = core::convert::Infallible;
+/// An open serial line: the stream and its DE line.
+#[derive(Debug)]
+pub struct Line {
+    /// The port.
+    pub stream: tokio_serial::SerialStream,
+    /// The DE line the master drives (none unless `de_gpio` is set).
+    pub de: DePin,
+    /// The driver refused the configured kernel RS-485 mode: worth a warning, not fatal (a USB
+    /// adapter or a pty switches direction itself).
+    pub rs485_refused: Option<std::io::Error>,
 }
 
-impl embedded_hal::digital::OutputPin for NoPin {
-    fn set_low(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn set_high(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
-type PortMaster = AsyncMaster<FromTokio<tokio_serial::SerialStream>, NoPin, TokioDelay>;
-
-fn open(port: &SerialPort) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
+/// Opens `port` with its line settings (8 data bits, no flow control) and its RS-485 direction
+/// control.
+///
+/// # Errors
+/// The device cannot be opened, or its DE GPIO cannot be driven; the message names which.
+pub fn open(port: &SerialPort) -> Result<Line, String> {
     let parity = match port.parity {
         Parity::None => tokio_serial::Parity::None,
         Parity::Even => tokio_serial::Parity::Even,
         Parity::Odd => tokio_serial::Parity::Odd,
     };
     let stop = if port.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
-    tokio_serial::new(port.device.to_string_lossy(), port.baud)
+    let stream = tokio_serial::new(port.device.to_string_lossy(), port.baud)
         .data_bits(tokio_serial::DataBits::Eight)
         .parity(parity)
         .stop_bits(stop)
         .flow_control(tokio_serial::FlowControl::None)
         .open_native_async()
+        .map_err(|e| e.to_string())?;
+    let rs485_refused = port.rs485.as_ref().and_then(|mode| rs485::apply(&stream, mode).err());
+    let de = match &port.de_gpio {
+        None => DePin::None,
+        Some(g) => DePin::Gpio(
+            GpioPin::open(&g.value_path, g.active_low)
+                .map_err(|e| format!("cannot drive the DE line {}: {e}", g.value_path.display()))?,
+        ),
+    };
+    Ok(Line { stream, de, rs485_refused })
 }
 
 /// Runs the port `index` until `shutdown`. `analyzers` are the site-wide indexes of its analyzers.
@@ -92,8 +104,8 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
-        let stream = match open(&port) {
-            Ok(s) => s,
+        let line = match open(&port) {
+            Ok(l) => l,
             Err(error) => {
                 Metrics::inc(&site.metrics.port_failures);
                 tracing::warn!(port = %device, %error, retry_in_ms = delay.as_millis() as u64, "Cannot open serial port.");
@@ -105,13 +117,19 @@ pub async fn run(
                 continue;
             }
         };
+        if let Some(error) = &line.rs485_refused {
+            Metrics::inc(&site.metrics.rs485_refused);
+            tracing::warn!(port = %device, %error, "The port's driver refused the RS-485 mode (TIOCSRS485); polling without it.");
+        } else if let Some(mode) = &port.rs485 {
+            tracing::info!(port = %device, ?mode, "Kernel RS-485 mode set.");
+        }
         Metrics::inc(&site.metrics.port_opens);
         tracing::info!(port = %device, baud = port.baud, analyzers = analyzers.len(), "Serial port open.");
         let mut mcfg = MasterConfig::new(port.baud);
         mcfg.response_timeout_us = port.response_timeout_ms.saturating_mul(1000);
         mcfg.retries = port.retries;
         mcfg.inter_request_delay_us = port.inter_request_delay_ms.saturating_mul(1000);
-        let mut master: PortMaster = AsyncMaster::new(FromTokio::new(stream), NoPin, TokioDelay, mcfg);
+        let mut master: PortMaster = AsyncMaster::new(FromTokio::new(line.stream), line.de, TokioDelay, mcfg);
         let opened = Instant::now();
         let failure = poll_loop(&site, &port, &analyzers, &blocks, &mut master, &mut commands, &shutdown).await;
         match failure {

@@ -170,6 +170,8 @@ pub fn gateway_config(site: &Site, dir: &Path, device: &Path, platform: SocketAd
         response_timeout_ms: 300,
         retries: 1,
         inter_request_delay_ms: 2,
+        rs485: None,
+        de_gpio: None,
         analyzer: site
             .analyzers
             .iter()

@@ -15,7 +15,8 @@ use firmware::profile::{ByteOrder, Code, PointSpec, Target, Value, ValueType};
 use serde_json::json;
 use tokio_serial::SerialPortBuilderExt;
 
-use crate::serial::{NoPin, TokioDelay};
+use crate::rs485::{self, DePin, GpioPin};
+use crate::serial::TokioDelay;
 
 /// Serial line settings shared by the Modbus and simulator commands.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,6 +33,21 @@ pub struct LineOpts {
     /// Stop bits.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub stop: u8,
+}
+
+/// RS-485 direction control of a master on a UART wired to the transceiver (USB adapters switch
+/// direction themselves and need neither).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirectionOpts {
+    /// Put the port in the kernel's RS-485 mode (RTS drives DE, active while sending).
+    #[arg(long, conflicts_with = "de_gpio")]
+    pub rs485: bool,
+    /// Drive DE through this GPIO `value` file (such as `/sys/class/gpio/gpio17/value`).
+    #[arg(long, value_name = "VALUE_FILE")]
+    pub de_gpio: Option<PathBuf>,
+    /// The DE GPIO is active low.
+    #[arg(long, requires = "de_gpio")]
+    pub de_active_low: bool,
 }
 
 /// Parity on the command line.
@@ -134,6 +150,9 @@ pub struct ReadOpts {
     /// The serial line.
     #[command(flatten)]
     pub line: LineOpts,
+    /// Direction control.
+    #[command(flatten)]
+    pub direction: DirectionOpts,
     /// The unit (slave) address, 1–247.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=247))]
     pub unit: u8,
@@ -169,6 +188,9 @@ pub struct ScanOpts {
     /// The serial line.
     #[command(flatten)]
     pub line: LineOpts,
+    /// Direction control.
+    #[command(flatten)]
+    pub direction: DirectionOpts,
     /// First unit address asked.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=247))]
     pub from: u8,
@@ -201,19 +223,30 @@ pub enum ModbusCmd {
     Scan(ScanOpts),
 }
 
-type CliMaster = AsyncMaster<FromTokio<tokio_serial::SerialStream>, NoPin, TokioDelay>;
+type CliMaster = AsyncMaster<FromTokio<tokio_serial::SerialStream>, DePin, TokioDelay>;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")
 }
 
-fn open_master(line: &LineOpts, timeout_ms: u32, retries: u8) -> Result<CliMaster> {
+fn open_master(line: &LineOpts, direction: &DirectionOpts, timeout_ms: u32, retries: u8) -> Result<CliMaster> {
     let stream = line.builder().open_native_async().with_context(|| format!("cannot open {}", line.port.display()))?;
+    if direction.rs485 {
+        rs485::apply(&stream, &crate::config::Rs485::default())
+            .with_context(|| format!("{}: the driver refused the RS-485 mode", line.port.display()))?;
+    }
+    let de = match &direction.de_gpio {
+        None => DePin::None,
+        Some(path) => DePin::Gpio(
+            GpioPin::open(path, direction.de_active_low)
+                .with_context(|| format!("cannot drive the DE line {}", path.display()))?,
+        ),
+    };
     let mut cfg = MasterConfig::new(line.baud);
     cfg.response_timeout_us = timeout_ms.saturating_mul(1000);
     cfg.retries = retries;
     cfg.inter_request_delay_us = cfg.timing.t3_5_us.max(2_000);
-    Ok(AsyncMaster::new(FromTokio::new(stream), NoPin, TokioDelay, cfg))
+    Ok(AsyncMaster::new(FromTokio::new(stream), de, TokioDelay, cfg))
 }
 
 fn function(fc: u8) -> FunctionCode {
@@ -271,7 +304,7 @@ async fn read(o: &ReadOpts) -> Result<u8> {
         bail!("--count {} is more than 125 registers", o.count);
     }
     let Some(request) = Request::read(fc, o.addr, o.count) else { bail!("function {} is not a read", o.fc) };
-    let mut master = open_master(&o.line, o.timeout_ms, o.retries)?;
+    let mut master = open_master(&o.line, &o.direction, o.timeout_ms, o.retries)?;
     let mut out = io::stdout().lock();
     let result = master.transact(o.unit, &request).await;
     let base = json!({"unit": o.unit, "fc": o.fc, "address": o.addr, "count": o.count});
@@ -373,7 +406,7 @@ async fn scan(o: &ScanOpts) -> Result<u8> {
     }
     let fc = function(o.fc);
     let Some(request) = Request::read(fc, o.addr, o.count) else { bail!("function {} is not a read", o.fc) };
-    let mut master = open_master(&o.line, o.timeout_ms, 0)?;
+    let mut master = open_master(&o.line, &o.direction, o.timeout_ms, 0)?;
     let mut out = io::stdout().lock();
     let mut found = Vec::new();
     for unit in o.from..=o.to {

@@ -17,11 +17,9 @@ use firmware::acquire::decode_block;
 use firmware::modbus::{AsyncMaster, CommState, HealthConfig, HealthTable, MasterConfig, ReadBlock, Response};
 use firmware::profile::{Code, Target, Value};
 use hj212_codec::{DecodeOptions, Decoded, Split, Splitter};
-use tokio_serial::SerialPortBuilderExt;
 
 use super::Style;
-use crate::config::{Parity, SerialPort};
-use crate::serial::{NoPin, TokioDelay};
+use crate::serial::{self, TokioDelay};
 use crate::site::{AnalyzerInfo, Site};
 use crate::store::{Record, Store, StoreError, StoreStats};
 
@@ -78,21 +76,6 @@ pub struct PollOpts {
     pub json: bool,
 }
 
-fn open(port: &SerialPort) -> Result<tokio_serial::SerialStream, tokio_serial::Error> {
-    let parity = match port.parity {
-        Parity::None => tokio_serial::Parity::None,
-        Parity::Even => tokio_serial::Parity::Even,
-        Parity::Odd => tokio_serial::Parity::Odd,
-    };
-    let stop = if port.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One };
-    tokio_serial::new(port.device.to_string_lossy(), port.baud)
-        .data_bits(tokio_serial::DataBits::Eight)
-        .parity(parity)
-        .stop_bits(stop)
-        .flow_control(tokio_serial::FlowControl::None)
-        .open_native_async()
-}
-
 /// Builds the site's analyzers as the daemon does.
 ///
 /// # Errors
@@ -135,8 +118,8 @@ async fn poll(config: crate::Config, opts: &PollOpts, style: Style) -> Result<u8
     for (pi, port) in config.serial.iter().enumerate() {
         let mine: Vec<usize> =
             site.analyzers.iter().enumerate().filter(|(_, a)| a.port == pi).map(|(i, _)| i).collect();
-        let stream = match open(port) {
-            Ok(s) => s,
+        let line = match serial::open(port) {
+            Ok(l) => l,
             Err(e) => {
                 writeln!(err, "{}: cannot open: {e}", port.device.display())?;
                 code = 2;
@@ -147,7 +130,10 @@ async fn poll(config: crate::Config, opts: &PollOpts, style: Style) -> Result<u8
         mcfg.response_timeout_us = port.response_timeout_ms.saturating_mul(1000);
         mcfg.retries = port.retries;
         mcfg.inter_request_delay_us = port.inter_request_delay_ms.saturating_mul(1000);
-        let mut master = AsyncMaster::new(FromTokio::new(stream), NoPin, TokioDelay, mcfg);
+        if let Some(e) = &line.rs485_refused {
+            writeln!(err, "{}: the driver refused the RS-485 mode: {e}", port.device.display())?;
+        }
+        let mut master = AsyncMaster::new(FromTokio::new(line.stream), line.de, TokioDelay, mcfg);
         let mut blocks: Vec<ReadBlock> = Vec::new();
         for &a in &mine {
             blocks.extend(site.analyzers[a].profile.as_profile().blocks());

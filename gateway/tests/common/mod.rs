@@ -49,6 +49,8 @@ pub fn config(dir: &Path, device: &Path, platform_addr: SocketAddr) -> Config {
         response_timeout_ms: 300,
         retries: 1,
         inter_request_delay_ms: 2,
+        rs485: None,
+        de_gpio: None,
         analyzer: vec![Analyzer {
             name: "cod".into(),
             profile: Some("surface-water-cod".into()),
