@@ -661,8 +661,8 @@ const fn st(code: &'static str, name_en: &'static str, name_zh: &'static str, in
 /// monitoring, 91–99 system interaction, `A0`–`Z9` for unknown / extended systems.
 ///
 /// Not in the table: `44` (electricity-use monitoring) and `45` (key production conditions) are
-/// used by HJ 212-2025 according to public implementations (unverified); `80` and three-digit
-/// values are seen in the wild. Receivers should accept ST values outside this table.
+/// used by HJ 212-2025 according to public implementations ([`SYSTEMS_2025`], provisional); `80`
+/// and three-digit values are seen in the wild. Receivers should accept ST values outside both.
 pub static SYSTEMS: &[SystemInfo] = &[
     st("21", "Surface water quality monitoring", "地表水质量监测", true),
     st("22", "Air quality monitoring", "空气质量监测", true),
@@ -686,10 +686,19 @@ pub static SYSTEMS: &[SystemInfo] = &[
     st("91", "System interaction (site–platform answers)", "系统交互", true),
 ];
 
-/// Looks up an ST value (exact match) in [`SYSTEMS`].
+/// System codes HJ 212-2025 adds, **provisional**: the standard's text was not available. ST 44 is
+/// attested by two independent public sources (an implementation's test packet
+/// `ST=44;CN=2011;…BeginTime…` and a guide quoting the standard's example); ST 45 by one only.
+/// The Chinese names are those sources' (用电监控, 关键生产工况监控).
+pub static SYSTEMS_2025: &[SystemInfo] = &[
+    st("44", "Electricity-use monitoring (2025, provisional)", "用电监控", false),
+    st("45", "Key production-condition monitoring (2025, provisional)", "关键生产工况监控", false),
+];
+
+/// Looks up an ST value (exact match) in [`SYSTEMS`], then in [`SYSTEMS_2025`].
 #[must_use]
 pub fn system(code: &str) -> Option<&'static SystemInfo> {
-    SYSTEMS.iter().find(|row| row.code == code)
+    SYSTEMS.iter().chain(SYSTEMS_2025).find(|row| row.code == code)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1708,6 +1717,9 @@ mod tests {
         let c: [&str; 20] = core::array::from_fn(|i| SYSTEMS[i].code);
         assert_unique(&c, &[]);
         assert_eq!(SYSTEMS.iter().filter(|s| s.in_2005).count(), 13);
+        assert_eq!(system("44").unwrap().name_zh, "用电监控");
+        assert!(system("45").is_some() && !system("45").unwrap().in_2005);
+        assert!(SYSTEMS_2025.iter().all(|s| SYSTEMS.iter().all(|t| t.code != s.code)));
     }
 
     fn info_codes_unique(table: &[InfoCodeInfo]) {
