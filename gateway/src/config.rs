@@ -8,10 +8,11 @@
 //! [`Config::validate`] reports the first problem with the path of the setting, such as
 //! `platform[1].address: invalid socket address "x"`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use firmware::profile::{Code, OwnedProfile, builtin};
+use firmware::profile::{Code, FacilityQuantity, OwnedProfile, Target, builtin};
 use serde::Deserialize;
 
 /// The text of `default.toml`, printed by `print-default-config`.
@@ -300,6 +301,36 @@ pub struct Analyzer {
     /// `PolId` for dynamic control; defaults to the profile's first pollutant code.
     #[serde(default)]
     pub pol_id: Option<String>,
+    /// HJ 212-2025 electricity-use data (ST 44) from this analyzer's energy-meter points.
+    #[serde(default)]
+    pub electricity: Option<Electricity>,
+}
+
+/// HJ 212-2025 electricity-use monitoring (`ST=44`, CN 2011; provisional): which of an energy
+/// meter's quantities go up, under which code. The public material names the codes
+/// (`d20105`–`d20405` for production facilities, `d30106`, `d30406` for treatment facilities) but
+/// not what each measures, so the mapping is the operator's, from the platform's instructions.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Electricity {
+    /// Quantity → HJ 212 code. Quantities: `current_1`, `current_2`, `current_3` (A), `power`
+    /// (kW), `energy` (kWh), each a facility point of the analyzer's profile.
+    pub codes: BTreeMap<String, String>,
+}
+
+impl Electricity {
+    /// The profile's facility quantity named `name` in [`Electricity::codes`].
+    #[must_use]
+    pub fn quantity(name: &str) -> Option<FacilityQuantity> {
+        match name {
+            "current_1" => Some(FacilityQuantity::Current(1)),
+            "current_2" => Some(FacilityQuantity::Current(2)),
+            "current_3" => Some(FacilityQuantity::Current(3)),
+            "power" => Some(FacilityQuantity::Power),
+            "energy" => Some(FacilityQuantity::Energy),
+            _ => None,
+        }
+    }
 }
 
 impl Analyzer {
@@ -484,12 +515,13 @@ impl Platform {
         }
     }
 
-    /// True when this platform takes uploads of command `cn`: the records HJ 212-2025 added
-    /// (2013 raw data, 2062 standard-check data, 2111 furnace temperature) go to 2025 platforms
-    /// only; a 2017 or 2005 platform would refuse an unknown CN.
+    /// True when this platform takes uploads of command `cn` under system code `st`: the records
+    /// HJ 212-2025 added (2013 raw data, 2062 standard-check data, 2111 furnace temperature, and
+    /// anything under its new systems 44 and 45, such as electricity use) go to 2025 platforms
+    /// only; a 2017 or 2005 platform would refuse an unknown CN or ST.
     #[must_use]
-    pub const fn takes(&self, cn: u16) -> bool {
-        self.version == 2025 || !matches!(cn, 2013 | 2062 | 2111)
+    pub fn takes(&self, cn: u16, st: &str) -> bool {
+        self.version == 2025 || !(matches!(cn, 2013 | 2062 | 2111) || matches!(st, "44" | "45"))
     }
 
     /// True for an HJ 212-2025 platform with SM4 encryption on.
@@ -786,6 +818,23 @@ impl Config {
                         return Err(bad(format!("{apath}.pol_id"), "1 to 8 ASCII letters or digits"));
                     }
                 }
+                if let Some(e) = &an.electricity {
+                    if e.codes.is_empty() {
+                        return Err(bad(format!("{apath}.electricity.codes"), "map at least one quantity to a code"));
+                    }
+                    for (name, code) in &e.codes {
+                        let at = format!("{apath}.electricity.codes.{name}");
+                        let Some(q) = Electricity::quantity(name) else {
+                            return Err(bad(at, "not a quantity: current_1, current_2, current_3, power or energy"));
+                        };
+                        if !profile.points.iter().any(|p| p.target == Target::Facility(q)) {
+                            return Err(bad(at, "the analyzer's profile has no such point"));
+                        }
+                        if Code::try_new(code).is_none() {
+                            return Err(bad(at, "1 to 8 ASCII letters or digits"));
+                        }
+                    }
+                }
                 let mut mine: Vec<u8> = profile.points.iter().map(|p| p.unit).collect();
                 mine.sort_unstable();
                 mine.dedup();
@@ -903,6 +952,44 @@ mod tests {
             Config::parse("[[serial]]\ndevice = \"/dev/x\"\n[[serial.analyzer]]\nname = \"a\"\nprofile = \"nope\"\n")
                 .unwrap();
         assert!(c.validate().unwrap_err().0.contains("unknown built-in profile"));
+    }
+
+    #[test]
+    fn electricity_codes_and_rs485_settings_are_checked() {
+        let port = |extra: &str| {
+            Config::parse(&format!(
+                "[[serial]]\ndevice = \"/dev/x\"\n{extra}[[serial.analyzer]]\nname = \"m\"\nprofile = \"energy-meter\"\n"
+            ))
+            .unwrap()
+        };
+        let with = |codes: &str| {
+            let mut c = port("");
+            c.serial[0].analyzer[0].electricity = Some(Electricity {
+                codes: codes
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            });
+            c.validate()
+        };
+        assert!(with("current_1=d30106,power=d30406").is_ok());
+        let e = with("voltage=d30106").unwrap_err().0;
+        assert!(e.starts_with("serial[0].analyzer[0].electricity.codes.voltage"), "{e}");
+        assert!(with("power=d30406-Rtd").unwrap_err().0.contains("ASCII letters or digits"));
+        assert!(with("").unwrap_err().0.contains("at least one"));
+        let mut c = port("");
+        c.serial[0].analyzer[0].profile = Some("surface-water-cod".into());
+        c.serial[0].analyzer[0].electricity = Some(Electricity { codes: [("power".into(), "d30406".into())].into() });
+        assert!(c.validate().unwrap_err().0.contains("no such point"));
+
+        assert!(port("[serial.rs485]\ndelay_rts_after_send_ms = 2\n").validate().is_ok());
+        let e = port("[serial.rs485]\nrts_after_send = true\n").validate().unwrap_err().0;
+        assert!(e.starts_with("serial[0].rs485") && e.contains("exactly one"), "{e}");
+        assert!(port("[serial.rs485]\ndelay_rts_before_send_ms = 500\n").validate().unwrap_err().0.contains("100 ms"));
+        let both = port("[serial.rs485]\n[serial.de_gpio]\nvalue_path = \"/sys/class/gpio/gpio5/value\"\n");
+        assert!(both.validate().unwrap_err().0.starts_with("serial[0].de_gpio"));
+        assert!(port("[serial.de_gpio]\nvalue_path = \"/sys/class/gpio/gpio5/value\"\n").validate().is_ok());
     }
 
     #[test]

@@ -82,9 +82,14 @@ struct State {
     rtd_interval_s: u32,
     min_interval: u8,
     last_rtd_ms: Option<u64>,
+    /// When each analyzer's electricity-use record last went out.
+    last_electricity_ms: Vec<Option<u64>>,
     /// Latest dynamic-control values: (PolId, i-code) → value text.
     info: BTreeMap<(String, String), String>,
 }
+
+/// HJ 212-2025 system code of electricity-use records.
+const ELECTRICITY_ST: &str = "44";
 
 /// The site: shared by the serial tasks (producers) and the uplinks (consumers, command handlers).
 pub struct Site {
@@ -98,6 +103,9 @@ pub struct Site {
     pub metrics: Arc<Metrics>,
     /// Every analyzer of every port, in configuration order.
     pub analyzers: Vec<AnalyzerInfo>,
+    /// Per analyzer, the electricity-use points and their codes (`(point index, code)`), when it
+    /// has some and a platform speaks HJ 212-2025.
+    electricity: Vec<Vec<(usize, String)>>,
     state: Mutex<State>,
     maintenance: Mutex<crate::maintenance::Watcher>,
     qns: Mutex<QnGenerator>,
@@ -159,6 +167,23 @@ impl Site {
         let refs: Vec<_> = profiles.iter().collect();
         let acquisition = Acquisition::new(acquire_config(&config, min_interval), &refs);
         let trackers = analyzers.iter().map(|a| Tracker::new(&a.profile.as_profile(), Some(a.pol_id))).collect();
+        let configured = config.serial.iter().flat_map(|p| &p.analyzer);
+        let electricity: Vec<Vec<(usize, String)>> = analyzers
+            .iter()
+            .zip(configured)
+            .map(|(a, c)| match (&c.electricity, config.any_2025_platform()) {
+                (Some(e), true) => e
+                    .codes
+                    .iter()
+                    .filter_map(|(name, code)| {
+                        let q = crate::config::Electricity::quantity(name)?;
+                        let point = a.profile.points.iter().position(|p| p.target == Target::Facility(q))?;
+                        Some((point, code.clone()))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
         let (appended, _) = watch::channel(0);
         let maintenance =
             Mutex::new(crate::maintenance::Watcher::new(config.maintenance_file(), config.site.utc_offset_minutes));
@@ -170,8 +195,10 @@ impl Site {
                 rtd_interval_s,
                 min_interval,
                 last_rtd_ms: None,
+                last_electricity_ms: vec![None; analyzers.len()],
                 info: BTreeMap::new(),
             }),
+            electricity,
             config,
             clock,
             store,
@@ -234,8 +261,32 @@ impl Site {
             }
             out.extend(msgs);
         }
+        for (i, values, comm) in readings {
+            let points = &self.electricity[*i];
+            let interval_ms = u64::from(st.rtd_interval_s) * 1000;
+            if points.is_empty() || st.last_electricity_ms[*i].is_some_and(|l| now_ms.saturating_sub(l) < interval_ms) {
+                continue;
+            }
+            st.last_electricity_ms[*i] = Some(now_ms);
+            out.push(electricity_record(now, points, values, *comm, maintenance));
+        }
         notes.append(&mut out);
         notes
+    }
+
+    /// The system code of a record: 44 for the electricity-use records of [`electricity_record`],
+    /// the site's otherwise.
+    fn system_of(&self, m: &Message) -> &str {
+        match m {
+            Message::Data { cn, items, .. }
+                if cn.value() == 2011
+                    && !items.is_empty()
+                    && items.iter().all(|it| self.electricity.iter().flatten().any(|(_, c)| *c == it.code)) =>
+            {
+                ELECTRICITY_ST
+            }
+            _ => &self.config.site.st,
+        }
     }
 
     /// Encodes `messages` with the site's header and stores them; wakes the uplinks once they are
@@ -255,6 +306,7 @@ impl Site {
             }
         }
         let store = self.store.clone();
+        let total = records.len();
         let result = tokio::task::spawn_blocking(move || {
             let mut done = 0usize;
             for r in &records {
@@ -263,15 +315,20 @@ impl Site {
                     Err(e) => tracing::error!(cn = r.cn, error = %e, "Store write failed; message lost."),
                 }
             }
-            (done, records.len())
+            done
         })
         .await;
-        if let Ok((done, total)) = result {
-            self.metrics.messages_stored.fetch_add(done as u64, std::sync::atomic::Ordering::Relaxed);
-            self.metrics.store_errors.fetch_add((total - done) as u64, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(stored = done, "Messages stored.");
+        let done = result.unwrap_or_else(|error| {
+            // The store panicked: what it wrote is unknown, so count every record as failed.
+            tracing::error!(%error, records = total, "Store task failed; messages lost.");
+            0
+        });
+        self.metrics.messages_stored.fetch_add(done as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.store_errors.fetch_add((total - done) as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(stored = done, "Messages stored.");
+        if done > 0 {
+            self.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Encodes a message as a store record: header `QN;ST;CN;PW;MN;Flag` with the site's values.
@@ -284,7 +341,7 @@ impl Site {
         let site = &self.config.site;
         let header = Header {
             qn: Some(&qn),
-            st: &site.st,
+            st: self.system_of(m),
             pw: &site.pw,
             mn: &site.mn,
             flag: Some(Flag::new(Version::V2017, false, false)),
@@ -402,6 +459,42 @@ impl Site {
             Err(_) => Err(WriteError::Failed("timed out".into())),
         }
     }
+}
+
+/// An HJ 212-2025 electricity-use record (CN 2011 under ST 44, provisional): `DataTime` = now
+/// (whole seconds), `<code>-Rtd` and `<code>-Flag` per configured quantity; a value not read, or
+/// read while the meter's link is down, goes as flag `B` without a number; `M` during maintenance.
+fn electricity_record(
+    now: hj212_codec::time::DateTime,
+    points: &[(usize, String)],
+    values: &[Option<Value>],
+    comm: CommState,
+    maintenance: bool,
+) -> Message {
+    let items = points
+        .iter()
+        .map(|(point, code)| {
+            let value = values.get(*point).and_then(|v| v.as_ref()).and_then(Value::as_f64).filter(|v| v.is_finite());
+            let mut fields = Vec::with_capacity(2);
+            match value {
+                Some(v) if comm.is_ok() => {
+                    fields.push(("Rtd".to_string(), format_reading(v)));
+                    fields.push(("Flag".to_string(), if maintenance { "M" } else { "N" }.to_string()));
+                }
+                _ => fields.push(("Flag".to_string(), "B".to_string())),
+            }
+            hj212_codec::message::DataItem { code: code.clone(), fields }
+        })
+        .collect();
+    let data_time = hj212_codec::time::DateTime { millis: 0, ..now };
+    Message::Data { cn: hj212_codec::codes::Command::RealTimeData, data_time, items }
+}
+
+/// A meter reading with at most three decimals, trailing zeros dropped.
+fn format_reading(v: f64) -> String {
+    let text = format!("{v:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0".to_string() } else { text.to_string() }
 }
 
 fn is_realtime(m: &Message) -> bool {

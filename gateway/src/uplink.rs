@@ -562,17 +562,17 @@ impl<'a> Link<'a> {
             self.remove(seq);
             return;
         }
-        if !self.platform.takes(rec.cn) {
-            // An HJ 212-2025 record on a platform of an earlier version: not sent, not kept for it.
-            tracing::debug!(platform = %self.name(), seq, cn = rec.cn, "Record of a later protocol version skipped.");
-            self.remove(seq);
-            return;
-        }
         let Some(packet) = self.adapt(rec, true, backfill) else {
             tracing::error!(platform = %self.name(), seq, "Stored frame does not parse; removed.");
             self.remove(seq);
             return;
         };
+        if !self.platform.takes(rec.cn, packet.field("ST").unwrap_or_default()) {
+            // An HJ 212-2025 record on a platform of an earlier version: not sent, not kept for it.
+            tracing::debug!(platform = %self.name(), seq, cn = rec.cn, "Record of a later protocol version skipped.");
+            self.remove(seq);
+            return;
+        }
         let now = self.now();
         match self.session.submit(now, Outgoing::Packet(packet), self.platform.ack) {
             Ok(handle) => {

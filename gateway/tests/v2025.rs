@@ -463,7 +463,7 @@ async fn after_an_outage_live_data_goes_first_and_the_backlog_carries_rf_1() {
 }
 
 /// The records HJ 212-2025 added (2013 raw data of each new batch measurement, 2111 five-minute
-/// furnace temperature) are produced because one platform speaks 2025, and reach that platform
+/// furnace temperature, electricity use under ST 44) are produced because one platform speaks 2025, and reach that platform
 /// only: the 2017 platform next to it gets everything else and never a CN it does not know.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_new_in_2025_reach_2025_platforms_only() {
@@ -476,6 +476,14 @@ async fn records_new_in_2025_reach_2025_platforms_only() {
         Arc::new(Mutex::new(sim))
     };
     let furnace_pty = analyzer_on_pty(furnace);
+    let meter = {
+        use firmware::profile::FacilityQuantity;
+        let mut sim = Simulator::new(&firmware::profile::builtin::ENERGY_METER);
+        sim.set(&Target::Facility(FacilityQuantity::Current(1)), Value::Number(3.25));
+        sim.set(&Target::Facility(FacilityQuantity::Power), Value::Number(1.5));
+        Arc::new(Mutex::new(sim))
+    };
+    let meter_pty = analyzer_on_pty(meter);
     let (l17, l25) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
     let mut cfg = config(&dir, &cod_pty.path);
     let mut port = cfg.serial[0].clone();
@@ -483,6 +491,14 @@ async fn records_new_in_2025_reach_2025_platforms_only() {
     port.analyzer[0].name = "furnace".into();
     port.analyzer[0].profile = Some("incinerator-furnace".into());
     port.analyzer[0].unit = Some(10);
+    cfg.serial.push(port.clone());
+    port.device = meter_pty.path.clone();
+    port.analyzer[0].name = "meter".into();
+    port.analyzer[0].profile = Some("energy-meter".into());
+    port.analyzer[0].unit = None;
+    port.analyzer[0].electricity = Some(hj212_gateway::config::Electricity {
+        codes: [("current_1", "d30106"), ("power", "d30406")].map(|(q, c)| (q.to_string(), c.to_string())).into(),
+    });
     cfg.serial.push(port);
     cfg.platform =
         vec![platform("p17", l17.local_addr().unwrap(), 2017), platform("p25", l25.local_addr().unwrap(), 2025)];
@@ -505,14 +521,25 @@ async fn records_new_in_2025_reach_2025_platforms_only() {
     assert_eq!(raw.cp("w01018-SampleTime"), Some(t.to_string()), "{}", text(&raw.wire));
     let furnace = d25.next(long, |s| s.cn == 2111).await;
     assert_eq!(furnace.cp("a01901-Avg").as_deref(), Some("912.5"), "{}", text(&furnace.wire));
+    // Electricity use: its own 2011 under ST 44, with the configured codes.
+    let power = d25.next(long, |s| s.cn == 2011 && header(s).contains(";ST=44;")).await;
+    assert_eq!(power.cp("d30106-Rtd").as_deref(), Some("3.25"), "{}", text(&power.wire));
+    assert_eq!(power.cp("d30406-Rtd").as_deref(), Some("1.5"), "{}", text(&power.wire));
+    assert_eq!(power.cp("d30106-Flag").as_deref(), Some("N"));
+    assert!(power.cp("w01018-Rtd").is_none(), "electricity mixed with the site's data: {}", text(&power.wire));
+    let site_rtd = d25.next(long, |s| s.cn == 2011 && header(s).contains(";ST=32;")).await;
+    assert!(site_rtd.cp("d30106-Rtd").is_none(), "meter codes in the site's 2011: {}", text(&site_rtd.wire));
 
     // The 2017 platform: live data flowing, none of the 2025 records, and none left queued for it.
     let store = gw.store();
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut seen17 = Vec::new();
+    let mut st44 = 0;
     while let Ok(s) = tokio::time::timeout_at(until, d17.next(long, |_| true)).await {
         seen17.push(s.cn);
+        st44 += usize::from(!header(&s).contains(";ST=32;"));
     }
+    assert_eq!(st44, 0, "records of another system sent to the 2017 platform");
     assert!(seen17.iter().filter(|cn| **cn == 2011).count() >= 3, "the 2017 platform got no live data: {seen17:?}");
     assert!(seen17.contains(&2051), "the 2017 platform got no minute data: {seen17:?}");
     assert!(!seen17.iter().any(|cn| matches!(cn, 2013 | 2062 | 2111)), "2025 records sent to 2017: {seen17:?}");

@@ -181,6 +181,7 @@ pub fn gateway_config(site: &Site, dir: &Path, device: &Path, platform: SocketAd
                 profile_file: None,
                 unit: None,
                 pol_id: None,
+                electricity: None,
             })
             .collect(),
     }];

@@ -57,6 +57,7 @@ pub fn config(dir: &Path, device: &Path, platform_addr: SocketAddr) -> Config {
             profile_file: None,
             unit: Some(1),
             pol_id: None,
+            electricity: None,
         }],
     }];
     c.platform = vec![Platform {
