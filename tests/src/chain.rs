@@ -146,13 +146,20 @@ impl Mosquitto {
         let port = free_port();
         let data = dir.join("mosquitto");
         std::fs::create_dir_all(&data).expect("mosquitto directory");
+        // Started as root, Mosquitto drops to the `mosquitto` user: without write access to its
+        // directory it would keep neither its persistence file (the subscriber's session is then
+        // lost on a restart) nor its log, and say so nowhere.
+        std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("mosquitto directory permissions");
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-                 autosave_interval 1\nmax_queued_messages 1000000\nmax_inflight_messages 0\n",
-                data.display()
+                 autosave_interval 1\nmax_queued_messages 1000000\nmax_inflight_messages 0\n\
+                 log_dest file {}\nlog_type all\nconnection_messages true\nlog_timestamp_format %H:%M:%S\n",
+                data.display(),
+                data.join("mosquitto.log").display()
             ),
         )
         .expect("mosquitto.conf");
@@ -556,7 +563,8 @@ pub enum Fault {
     AnalyzerSilent,
     /// Stop the broker (Mosquitto, SIGTERM) while data flows; start it again.
     BrokerRestart,
-    /// Fill the store's filesystem while the uplink is cut; free it again (no restart).
+    /// Fill the store's filesystem while the uplink is cut, until a store write fails (or
+    /// [`Harness::disk_full_limit`]); free it again (no restart).
     DiskFull,
     /// Jump the data clock two hours forward, then ten minutes back.
     ClockJump,
@@ -571,6 +579,12 @@ pub struct Harness {
     pub tmpfs: Option<Tmpfs>,
     /// For [`Fault::ClockJump`].
     pub clock: Option<Arc<JumpClock>>,
+    /// How long a full disk is kept full waiting for the first failed store write (default
+    /// [`WAIT`]). sled writes into segments it has already allocated (512 KiB each), so a full
+    /// disk is felt only once the current segment is used up.
+    pub disk_full_limit: Option<Duration>,
+    /// Full disks that made store writes fail, and full disks the store did not feel.
+    pub disk_full_felt: (u32, u32),
 }
 
 impl Chain {
@@ -639,7 +653,16 @@ impl Chain {
                 let queued_before = self.gateway().store().queue_len(PLATFORM);
                 let errors = self.metric(|m| &m.store_errors);
                 let filler = fs.fill();
-                until("store errors on the full disk", WAIT, || self.metric(|m| &m.store_errors) >= errors + 2).await;
+                let deadline = Instant::now() + harness.disk_full_limit.unwrap_or(WAIT);
+                while self.metric(|m| &m.store_errors) < errors + 2 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if self.metric(|m| &m.store_errors) > errors {
+                    harness.disk_full_felt.0 += 1;
+                } else {
+                    harness.disk_full_felt.1 += 1;
+                    eprintln!("the full disk was not felt: the store's current segment still had room");
+                }
                 let queued_full = self.gateway().store().queue_len(PLATFORM);
                 assert!(queued_full >= queued_before, "queued records dropped: {queued_before} → {queued_full}");
                 tokio::time::sleep(hold).await;
