@@ -11,6 +11,8 @@
 //!
 //! Invariant: iteration never allocates and never panics.
 
+use crate::scan::{PairEnds, PairScanner};
+
 /// The data area between `CP=&&` and the closing `&&`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cp<'a> {
@@ -52,7 +54,7 @@ impl<'a> Cp<'a> {
     /// Every pair of every group, in order (one pass over the text).
     #[must_use]
     pub fn pairs(&self) -> Pairs<'a> {
-        Pairs { text: self.text, pos: 0, base: self.offset, done: self.text.is_empty() }
+        Pairs::new(self.text, self.offset, self.text.is_empty())
     }
 
     /// The value of the first pair whose trimmed key is `key`.
@@ -85,7 +87,7 @@ impl<'a> Group<'a> {
     /// The `,`-separated pairs, in order.
     #[must_use]
     pub fn pairs(&self) -> Pairs<'a> {
-        Pairs { text: self.text, pos: 0, base: self.offset, done: false }
+        Pairs::new(self.text, self.offset, false)
     }
 }
 
@@ -157,54 +159,73 @@ impl<'a> Pair<'a> {
     }
 }
 
-/// One pair found by [`scan_pair`]: key end, whether there is a `=`, pair end, and the
-/// separator that ends it (`;`, `,`, or 0 at the end of the text).
+/// One pair found by [`scan_pair`]: key end, whether there is a `=`, and pair end (the index of
+/// the `;` or `,` that ends it, or the text's length).
 #[derive(Clone, Copy)]
 struct Scanned {
     key_end: usize,
     has_value: bool,
     end: usize,
-    sep: u8,
 }
 
 /// Reads one pair starting at `start`: the key runs to the first `=`, `;` or `,`; the value runs
 /// to the next `;` or `,`, except that a value starting with `//` (after spaces) runs to the
-/// closing `//` first. One pass, one table lookup per byte.
-#[inline]
+/// closing `//` first.
+///
+/// One pass, a block of bytes at a time ([`crate::scan::pair_ends`]); a value that starts with a
+/// space or `/` is re-read out of line.
+#[inline(always)]
 fn scan_pair(b: &[u8], start: usize) -> Scanned {
+    finish_pair(b, crate::scan::pair_ends(b, start))
+}
+
+/// The pair from its separators, re-reading a value that may be a log out of line.
+#[inline(always)]
+fn finish_pair(b: &[u8], p: PairEnds) -> Scanned {
+    if p.eq && matches!(b.get(p.key_end + 1), Some(b' ' | b'/')) {
+        return scan_value_slow(b, p.key_end);
+    }
+    Scanned { key_end: p.key_end, has_value: p.eq, end: p.end }
+}
+
+/// The value after the `=` at `eq` when it starts with a space or `/`: a log value `//…//`
+/// runs to its closing `//` (or to the end when it is missing) before the separator search.
+#[cold]
+#[inline(never)]
+fn scan_value_slow(b: &[u8], eq: usize) -> Scanned {
     let len = b.len();
-    let mut i = crate::scan::find3(b, start, b'=', b';', b',');
-    if i == len {
-        return Scanned { key_end: i, has_value: false, end: i, sep: 0 };
-    }
-    if b[i] != b'=' {
-        return Scanned { key_end: i, has_value: false, end: i, sep: b[i] };
-    }
-    let key_end = i;
-    i += 1;
+    let mut i = eq + 1;
     let mut j = i;
     while j < len && b[j] == b' ' {
         j += 1;
     }
     if j + 1 < len && b[j] == b'/' && b[j + 1] == b'/' {
-        // A log value: run to the closing `//`, or to the end when it is missing.
         i = match memchr::memmem::find(&b[j + 2..], b"//") {
             Some(k) => j + 2 + k + 2,
             None => len,
         };
     }
-    let i = crate::scan::find2(b, i.min(len), b';', b',');
-    Scanned { key_end, has_value: true, end: i, sep: if i < len { b[i] } else { 0 } }
+    let end = crate::scan::find2(b, i.min(len), b';', b',');
+    Scanned { key_end: eq, has_value: true, end }
 }
 
 /// Trims ASCII spaces (and, rarely, other white space) from both ends.
-#[inline]
+///
+/// The common case (printable ASCII at both ends) is two compares, inlined into the accessors;
+/// the rest goes to an out-of-line call.
+#[inline(always)]
 fn trim(s: &str) -> &str {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
-        (Some(&f), Some(&l)) if f > b' ' && l > b' ' && f < 0x80 && l < 0x80 => s,
-        _ => s.trim(),
+        (Some(&f), Some(&l)) if f.wrapping_sub(b'!') < 0x5F && l.wrapping_sub(b'!') < 0x5F => s,
+        _ => trim_slow(s),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn trim_slow(s: &str) -> &str {
+    s.trim()
 }
 
 /// Iterator over the groups of a [`Cp`].
@@ -228,9 +249,9 @@ impl<'a> Iterator for Groups<'a> {
         let mut at = start;
         loop {
             let s = scan_pair(b, at);
-            match s.sep {
-                b',' => at = s.end + 1,
-                b';' => {
+            match b.get(s.end) {
+                Some(b',') => at = s.end + 1,
+                Some(_) => {
                     self.pos = s.end + 1;
                     return Some(Group { text: &self.text[start..s.end], offset: self.base + start });
                 }
@@ -250,25 +271,32 @@ pub struct Pairs<'a> {
     pos: usize,
     base: usize,
     done: bool,
+    scanner: PairScanner,
+}
+
+impl<'a> Pairs<'a> {
+    const fn new(text: &'a str, base: usize, done: bool) -> Self {
+        Self { text, pos: 0, base, done, scanner: PairScanner::new() }
+    }
 }
 
 impl<'a> Iterator for Pairs<'a> {
     type Item = Pair<'a>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Pair<'a>> {
         if self.done {
             return None;
         }
         let b = self.text.as_bytes();
         let start = self.pos;
-        let s = scan_pair(b, start);
+        let s = finish_pair(b, self.scanner.pair_ends(b, start));
         let pair = Pair {
             raw_key: &self.text[start..s.key_end],
             raw_value: if s.has_value { Some(&self.text[s.key_end + 1..s.end]) } else { None },
             offset: self.base + start,
         };
-        if s.sep == 0 {
+        if s.end == b.len() {
             self.done = true;
         } else {
             self.pos = s.end + 1;
@@ -335,6 +363,63 @@ mod tests {
             shape(&Cp::new("a=1;;b", 0)),
             [alloc::vec![("a", Some("1"))], alloc::vec![("", None)], alloc::vec![("b", None)]]
         );
+    }
+
+    /// The rules of [`scan_pair`] written as a byte loop, as an oracle for the word-wise scan.
+    fn pairs_bytewise(text: &str) -> Vec<(usize, &str, Option<&str>)> {
+        let b = text.as_bytes();
+        let mut out = Vec::new();
+        let mut pos = 0;
+        if text.is_empty() {
+            return out;
+        }
+        loop {
+            let mut i = pos;
+            while i < b.len() && !matches!(b[i], b'=' | b';' | b',') {
+                i += 1;
+            }
+            let (key_end, value, end) = if i < b.len() && b[i] == b'=' {
+                let mut j = i + 1;
+                while j < b.len() && b[j] == b' ' {
+                    j += 1;
+                }
+                let mut k = i + 1;
+                if j + 1 < b.len() && b[j] == b'/' && b[j + 1] == b'/' {
+                    k = text[j + 2..].find("//").map_or(b.len(), |x| j + 2 + x + 2);
+                }
+                while k < b.len() && !matches!(b[k], b';' | b',') {
+                    k += 1;
+                }
+                (i, Some(&text[i + 1..k]), k)
+            } else {
+                (i, None, i)
+            };
+            out.push((pos, &text[pos..key_end], value));
+            if end == b.len() {
+                return out;
+            }
+            pos = end + 1;
+        }
+    }
+
+    #[test]
+    fn word_wise_scan_equals_the_byte_loop() {
+        const ALPHABET: &[u8] = b"ab=;, /=x,;/";
+        let mut x: u32 = 7;
+        let mut text = alloc::string::String::new();
+        for round in 0..20_000 {
+            text.clear();
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let len = (x >> 16) as usize % if round % 8 == 0 { 200 } else { 40 };
+            for _ in 0..len {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                text.push(char::from(ALPHABET[(x >> 16) as usize % ALPHABET.len()]));
+            }
+            let got: Vec<_> = Cp::new(&text, 0).pairs().map(|p| (p.offset(), p.raw_key(), p.raw_value())).collect();
+            assert_eq!(got, pairs_bytewise(&text), "round {round}: {text:?}");
+            let joined: Vec<_> = Cp::new(&text, 0).groups().flat_map(|g| g.pairs()).map(|p| p.offset()).collect();
+            assert_eq!(joined, got.iter().map(|p| p.0).collect::<Vec<_>>(), "{text:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! The last byte of an HJ 212 CRC is always one of `00 01 40 41 80 81 C0 C1`, which tells it apart
 //! from the CRC-16/MODBUS values that some devices print instead (spec digest §1.2, §12.1).
 //!
+//! The eight-bit step `h ↦ T[h] >> 8` is linear over GF(2) and its eighth power is the identity,
+//! so a byte's effect on the checksum depends only on its distance from the end *modulo 8*:
+//! [`hj212`] XOR-folds the data into eight bytes and finishes with seven table lookups, at memory
+//! speed. The same fact limits what the checksum can see: any change that leaves that fold
+//! unchanged goes undetected, such as two bytes eight apart swapped (`QN=20160801085857223` and
+//! `QN=00160801285857223` give the same checksum in an otherwise equal segment).
+//!
 //! Invariant: every function here is pure, allocation-free and total over its input.
 
 /// The CRC-16/ARC table (reflected polynomial 0xA001), built at compile time.
@@ -26,29 +33,31 @@ const TABLE: [u16; 256] = {
     table
 };
 
-/// `STEP[k - 1][x]` is the register's high byte after `k` steps that start from high byte `x` with
-/// zero input bytes. Because the table is linear over GF(2), one step is
-/// `high' = STEP[0][high ^ byte]`, and eight steps are
-/// `high' = STEP[7][high ^ b0] ^ STEP[6][b1] ^ … ^ STEP[0][b7]`: eight independent loads instead
-/// of a chain of eight dependent ones. The same holds for sixteen (slicing-by-16 on an 8-bit
-/// state; the tables take 4 KiB).
-const STEP: [[u8; 256]; 16] = {
-    let mut step = [[0u8; 256]; 16];
+/// `POW[k][x]` is the register's high byte after `k` steps that start from high byte `x` with zero
+/// input bytes: one step is `high' = POW[1][high ^ byte]`, and the table is linear over GF(2).
+///
+/// That linear map `M` on eight bits has order 8 (`M⁸ = I`, checked by a test), so a byte's effect
+/// on the result depends only on its distance from the end of the data *modulo 8*. The whole
+/// algorithm therefore reduces to XOR-folding the data into eight bytes (aligned to its end) and
+/// seven table lookups, whatever the length: see [`hj212`]. The tables take 2 KiB.
+const POW: [[u8; 256]; 8] = {
+    let mut pow = [[0u8; 256]; 8];
     let mut x = 0;
     while x < 256 {
-        step[0][x] = (TABLE[x] >> 8) as u8;
+        pow[0][x] = x as u8;
+        pow[1][x] = (TABLE[x] >> 8) as u8;
         x += 1;
     }
-    let mut k = 1;
-    while k < 16 {
+    let mut k = 2;
+    while k < 8 {
         let mut x = 0;
         while x < 256 {
-            step[k][x] = step[0][step[k - 1][x] as usize];
+            pow[k][x] = pow[1][pow[k - 1][x] as usize];
             x += 1;
         }
         k += 1;
     }
-    step
+    pow
 };
 
 /// Computes the HJ 212-2017 checksum (Appendix A) of a data segment.
@@ -65,33 +74,46 @@ pub fn hj212(data: &[u8]) -> u16 {
     let Some((&last, body)) = data.split_last() else {
         return 0xFFFF;
     };
-    // Only the high byte of the register carries from one byte to the next.
-    let mut high: u8 = 0xFF;
-    let mut blocks = body.chunks_exact(16);
-    for block in &mut blocks {
-        // Two word loads instead of sixteen byte loads; the table lookups stay independent.
-        let mut lo = [0u8; 8];
-        let mut hi = [0u8; 8];
-        lo.copy_from_slice(&block[..8]);
-        hi.copy_from_slice(&block[8..]);
-        let lo = u64::from_le_bytes(lo);
-        let hi = u64::from_le_bytes(hi);
-        let byte = |w: u64, n: u32| ((w >> (8 * n)) & 0xFF) as usize;
-        // A balanced XOR tree: only the first lookup depends on the previous block.
-        let x0 = STEP[14][byte(lo, 1)] ^ STEP[13][byte(lo, 2)];
-        let x1 = STEP[12][byte(lo, 3)] ^ STEP[11][byte(lo, 4)];
-        let x2 = STEP[10][byte(lo, 5)] ^ STEP[9][byte(lo, 6)];
-        let x3 = STEP[8][byte(lo, 7)] ^ STEP[7][byte(hi, 0)];
-        let x4 = STEP[6][byte(hi, 1)] ^ STEP[5][byte(hi, 2)];
-        let x5 = STEP[4][byte(hi, 3)] ^ STEP[3][byte(hi, 4)];
-        let x6 = STEP[2][byte(hi, 5)] ^ STEP[1][byte(hi, 6)];
-        let rest = ((x0 ^ x1) ^ (x2 ^ x3)) ^ ((x4 ^ x5) ^ (x6 ^ STEP[0][byte(hi, 7)]));
-        high = STEP[15][(u64::from(high) ^ (lo & 0xFF)) as usize] ^ rest;
+    // With `m = body.len()` and the register's high byte `h` (initially 0xFF), the byte loop is
+    // `h = M(h ^ b)`, so after the body `h = Mᵐ·0xFF ^ XOR over k of M^(m-k)·body[k]`. As
+    // `M⁸ = I`, only `(m - k) mod 8` matters: XOR the body into one word, eight bytes at a time
+    // counted from its end, then apply `M^d` to the byte at each distance `d`.
+    let mut fold = 0u64;
+    let mut wide = body.rchunks_exact(32);
+    let mut acc = [0u64; 4];
+    for block in &mut wide {
+        for (a, word) in acc.iter_mut().zip(block.chunks_exact(8)) {
+            *a ^= word_le(word);
+        }
     }
-    for &b in blocks.remainder() {
-        high = STEP[0][(high ^ b) as usize];
+    let mut words = wide.remainder().rchunks_exact(8);
+    for word in &mut words {
+        fold ^= word_le(word);
     }
+    // The first `m mod 8` bytes sit at the end of a word padded in front with zeros: the first
+    // eight bytes shifted up (no copy through memory), or a byte loop for a body that short.
+    let head = words.remainder().len();
+    let head_word = match body.get(..8) {
+        Some(first) if head > 0 => word_le(first) << (8 * (8 - head)),
+        Some(_) => 0,
+        None => body.iter().enumerate().fold(0, |w, (i, &b)| w | u64::from(b) << (8 * (8 - head + i))),
+    };
+    fold ^= head_word ^ (acc[0] ^ acc[1]) ^ (acc[2] ^ acc[3]);
+    // Byte `j` of the folded word is at distance `8 - j` from the end, and `M⁸ = I`.
+    let f = fold.to_le_bytes();
+    let high = (POW[body.len() % 8][0xFF] ^ f[0] ^ POW[7][f[1] as usize])
+        ^ (POW[6][f[2] as usize] ^ POW[5][f[3] as usize])
+        ^ (POW[4][f[4] as usize] ^ POW[3][f[5] as usize])
+        ^ (POW[2][f[6] as usize] ^ POW[1][f[7] as usize]);
     TABLE[(high ^ last) as usize]
+}
+
+/// Eight bytes as a little-endian word (`bytes` is exactly eight bytes long).
+#[inline(always)]
+fn word_le(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(bytes);
+    u64::from_le_bytes(w)
 }
 
 /// Computes CRC-16/MODBUS (initial value 0xFFFF, reflected polynomial 0xA001, no final XOR).
@@ -210,23 +232,41 @@ pub fn to_hex(value: u16) -> [u8; 4] {
 }
 
 /// Parses four hex digits of either case.
+///
+/// Branch-free (a table lookup per digit): CRC digits are random, so a branch on "digit or
+/// letter" would be mispredicted about every other frame.
 #[must_use]
+#[inline]
 pub fn from_hex(digits: &[u8]) -> Option<u16> {
-    if digits.len() != 4 {
-        return None;
-    }
-    let mut value = 0u16;
-    for &d in digits {
-        let nibble = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            b'A'..=b'F' => d - b'A' + 10,
-            _ => return None,
-        };
-        value = (value << 4) | u16::from(nibble);
-    }
-    Some(value)
+    let &[a, b, c, d] = <&[u8; 4]>::try_from(digits).ok()?;
+    let [a, b, c, d] = [a, b, c, d].map(|x| HEX[x as usize]);
+    // A non-digit reads as 0xFF, so any one of them sets the high nibble of the OR.
+    let value = (u16::from(a) << 12) | (u16::from(b) << 8) | (u16::from(c) << 4) | u16::from(d);
+    ((a | b | c | d) < 16).then_some(value)
 }
+
+/// True when `d` is a hex digit of either case (a table lookup, no branch).
+#[inline(always)]
+pub(crate) const fn is_hex_digit(d: u8) -> bool {
+    HEX[d as usize] < 16
+}
+
+/// The value of every hex digit of either case; 0xFF for any other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {
@@ -258,7 +298,7 @@ mod tests {
 
     #[test]
     fn table_form_equals_the_bitwise_algorithm() {
-        let mut data = [0u8; 300];
+        let mut data = [0u8; 1100];
         let mut x: u32 = 12345;
         for len in 0..data.len() {
             for byte in data.iter_mut().take(len) {
@@ -267,6 +307,29 @@ mod tests {
             }
             assert_eq!(hj212(&data[..len]), hj212_bitwise(&data[..len]), "len {len}");
         }
+    }
+
+    #[test]
+    fn the_eight_bit_map_has_order_eight() {
+        // `hj212` relies on this: M⁸ = I and no smaller power is the identity.
+        for x in 0..=255u8 {
+            assert_eq!(POW[1][POW[7][x as usize] as usize], x);
+        }
+        for (k, table) in POW.iter().enumerate().skip(1) {
+            assert!((0..=255).any(|x| table[x] != x as u8), "M^{k} is the identity");
+        }
+    }
+
+    #[test]
+    fn bytes_eight_apart_can_be_swapped_unseen() {
+        // A property of Appendix A itself (checked against the bitwise oracle), not of the fold.
+        let seg =
+            b"QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;CP=&&RtdInterval=30&&";
+        let mut swapped = *seg;
+        swapped.swap(3, 11);
+        assert_ne!(&swapped, seg);
+        assert_eq!(hj212_bitwise(&swapped), 0x1C80);
+        assert_eq!(hj212(&swapped), 0x1C80);
     }
 
     #[test]
@@ -288,6 +351,14 @@ mod tests {
         assert_eq!(from_hex(b"1c80"), Some(0x1C80));
         assert_eq!(from_hex(b"1C80"), Some(0x1C80));
         assert_eq!(from_hex(b"1G80"), None);
+        assert_eq!(from_hex(b"1C8"), None);
+        assert_eq!(from_hex(b"1C800"), None);
+        for d in 0..=255u8 {
+            let want = (d as char).to_digit(16).map(|v| v as u16);
+            assert_eq!(from_hex(&[b'0', b'0', b'0', d]), want, "{d:#04x}");
+            assert_eq!(from_hex(&[d, b'0', b'0', b'0']), want.map(|v| v << 12), "{d:#04x}");
+            assert_eq!(is_hex_digit(d), want.is_some());
+        }
         assert_eq!(&to_hex(0x00ab), b"00AB");
     }
 

@@ -199,6 +199,7 @@ impl<'a> RawFrame<'a> {
 
     /// The CRC value the frame carries.
     #[must_use]
+    #[inline]
     pub fn crc_received(&self) -> u16 {
         // The splitter only builds frames whose CRC field is four hex digits.
         crc::from_hex(self.crc_text()).unwrap_or(0)
@@ -350,8 +351,9 @@ fn parse_digits(digits: &[u8]) -> Option<usize> {
     digits.iter().try_fold(0usize, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + usize::from(d - b'0')))
 }
 
+/// Four hex digits (branch-free: see [`crc::from_hex`]).
 fn is_hex4(b: &[u8]) -> bool {
-    b.len() == 4 && b.iter().all(u8::is_ascii_hexdigit)
+    b.len() == 4 && b.iter().fold(true, |ok, &d| ok & crc::is_hex_digit(d))
 }
 
 /// Rule 1: `##LLLL` + exactly `declared` bytes + CRC + terminator.

@@ -11,6 +11,7 @@
 use crate::cp::Cp;
 use crate::error::{Error, ErrorKind};
 use crate::frame::Deviations;
+use crate::scan::HeaderStops;
 
 /// The protocol version carried in the high six bits of `Flag` (HJ 212-2017 Table 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -135,7 +136,11 @@ impl<'a> Packet<'a> {
     /// Invalid UTF-8, no `CP=&&`, bytes after `CP`'s closing `&&`, a header field without `=`,
     /// a missing `ST` or `CN`, or a `Flag`, `PNUM` or `PNO` that is not a number.
     pub fn parse(data: &'a [u8]) -> Result<Self, Error> {
-        let data = core::str::from_utf8(data).map_err(|e| Error::new(ErrorKind::InvalidUtf8, e.valid_up_to()))?;
+        // `simdutf8` says only whether the bytes are valid; `core` says where they stop being so.
+        let data = match simdutf8::basic::from_utf8(data) {
+            Ok(text) => text,
+            Err(_) => core::str::from_utf8(data).map_err(|e| Error::new(ErrorKind::InvalidUtf8, e.valid_up_to()))?,
+        };
         let mut packet = Self {
             data,
             header_end: 0,
@@ -177,9 +182,31 @@ impl<'a> Packet<'a> {
         let b = data.as_bytes();
         let len = b.len();
         let mut pos = 0;
+        let stops = HeaderStops::new(b);
         let cp_at = loop {
             if pos >= len {
                 return Err(Error::new(ErrorKind::MissingCp, 0));
+            }
+            // Fast path: a field that starts with `CP=&&`, or with a name this parser reads and
+            // `=` (no spaces), and has no `&`: the rest goes the general way below.
+            if pos + 8 <= len {
+                let word = crate::scan::word_from(b, pos);
+                if word & 0xFF_FFFF_FFFF == u64::from_le_bytes(*b"CP=&&\0\0\0") {
+                    break pos;
+                }
+                if let Some((field, name_len)) = Known::from_word(word) {
+                    let at = pos + name_len;
+                    let end = stops.find(b, at);
+                    if end == len || b[end] != b'&' {
+                        self.known_field(field, at, end)?;
+                        if end < len && b[end] == b',' && !self.deviations.contains(Deviations::HEADER_COMMA) {
+                            self.deviations.insert(Deviations::HEADER_COMMA);
+                            self.first_comma = end;
+                        }
+                        pos = end + 1;
+                        continue;
+                    }
+                }
             }
             let mut start = pos;
             while start < len && b[start] == b' ' {
@@ -188,8 +215,7 @@ impl<'a> Packet<'a> {
             if b[start..].starts_with(b"CP=&&") {
                 break start;
             }
-            // Fields are short: a plain loop beats a vectorised search here.
-            let mut end = crate::scan::find3(b, pos, b';', b',', b'&');
+            let mut end = stops.find(b, pos);
             let amp = end < len && b[end] == b'&';
             if amp {
                 end = crate::scan::find2(b, end, b';', b',');
@@ -227,6 +253,35 @@ impl<'a> Packet<'a> {
         Ok(cp_at)
     }
 
+    /// Stores the value `data[at..end]` (spaces trimmed) of a field this parser reads.
+    #[inline(always)]
+    fn known_field(&mut self, field: Known, at: usize, end: usize) -> Result<(), Error> {
+        let value = trim_spaces(&self.data[at..end]);
+        match field {
+            Known::Qn => set_once(&mut self.qn, value),
+            Known::St => set_once(&mut self.st, value),
+            Known::Cn => set_once(&mut self.cn, value),
+            Known::Pw => set_once(&mut self.pw, value),
+            Known::Mn => set_once(&mut self.mn, value),
+            Known::Flag => {
+                let v = parse_num(value, at, "Flag")?;
+                let v = u8::try_from(v).map_err(|_| Error::new(ErrorKind::InvalidField("Flag"), at))?;
+                self.flag.get_or_insert(Flag(v));
+            }
+            Known::Pnum => {
+                let v = parse_num(value, at, "PNUM")?;
+                self.pnum.get_or_insert(v);
+            }
+            Known::Pno => {
+                let v = parse_num(value, at, "PNO")?;
+                self.pno.get_or_insert(v);
+            }
+            // HJ 212-2025 Table 3 (provisional): `RF=1` marks back-filled data; no `RF=0` exists.
+            Known::Rf => self.rf = value == "1",
+        }
+        Ok(())
+    }
+
     /// Reads the header field `data[at..end]`.
     fn header_field(&mut self, at: usize, end: usize) -> Result<(), Error> {
         let field = &self.data[at..end];
@@ -236,32 +291,10 @@ impl<'a> Packet<'a> {
             }
             return Err(Error::new(ErrorKind::MalformedField, at));
         };
-        let value_at = at + eq + 1;
-        let value = trim_spaces(&field[eq + 1..]);
-        match trim_spaces(&field[..eq]).as_bytes() {
-            b"QN" => set_once(&mut self.qn, value),
-            b"ST" => set_once(&mut self.st, value),
-            b"CN" => set_once(&mut self.cn, value),
-            b"PW" => set_once(&mut self.pw, value),
-            b"MN" => set_once(&mut self.mn, value),
-            b"Flag" => {
-                let v = parse_num(value, value_at, "Flag")?;
-                let v = u8::try_from(v).map_err(|_| Error::new(ErrorKind::InvalidField("Flag"), value_at))?;
-                self.flag.get_or_insert(Flag(v));
-            }
-            b"PNUM" => {
-                let v = parse_num(value, value_at, "PNUM")?;
-                self.pnum.get_or_insert(v);
-            }
-            b"PNO" => {
-                let v = parse_num(value, value_at, "PNO")?;
-                self.pno.get_or_insert(v);
-            }
-            // HJ 212-2025 Table 3 (provisional): `RF=1` marks back-filled data; no `RF=0` exists.
-            b"RF" => self.rf = value == "1",
-            _ => {}
+        match Known::from_name(trim_spaces(&field[..eq]).as_bytes()) {
+            Some(known) => self.known_field(known, at + eq + 1, end),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The whole data segment as text.
@@ -389,15 +422,94 @@ impl<'a> Packet<'a> {
     }
 }
 
+/// The header fields the parser stores.
+#[derive(Clone, Copy)]
+enum Known {
+    Qn,
+    St,
+    Cn,
+    Pw,
+    Mn,
+    Flag,
+    Pnum,
+    Pno,
+    Rf,
+}
+
+impl Known {
+    /// The field called `name`.
+    fn from_name(name: &[u8]) -> Option<Self> {
+        Some(match name {
+            b"QN" => Self::Qn,
+            b"ST" => Self::St,
+            b"CN" => Self::Cn,
+            b"PW" => Self::Pw,
+            b"MN" => Self::Mn,
+            b"Flag" => Self::Flag,
+            b"PNUM" => Self::Pnum,
+            b"PNO" => Self::Pno,
+            b"RF" => Self::Rf,
+            _ => return None,
+        })
+    }
+
+    /// The field whose `name=` starts the little-endian `word` (eight bytes of the header), and
+    /// the length of `name=`: the header walk's fast path, without a search for the `=`.
+    #[inline(always)]
+    fn from_word(word: u64) -> Option<(Self, usize)> {
+        const fn tag(name: &[u8]) -> u64 {
+            let mut t = 0u64;
+            let mut i = 0;
+            while i < name.len() {
+                t |= (name[i] as u64) << (8 * i);
+                i += 1;
+            }
+            t
+        }
+        const QN: u64 = tag(b"QN=");
+        const ST: u64 = tag(b"ST=");
+        const CN: u64 = tag(b"CN=");
+        const PW: u64 = tag(b"PW=");
+        const MN: u64 = tag(b"MN=");
+        const RF: u64 = tag(b"RF=");
+        const PNO: u64 = tag(b"PNO=");
+        const FLAG: u64 = tag(b"Flag=");
+        const PNUM: u64 = tag(b"PNUM=");
+        let field = match word & 0xFF_FFFF {
+            QN => (Self::Qn, 3),
+            ST => (Self::St, 3),
+            CN => (Self::Cn, 3),
+            PW => (Self::Pw, 3),
+            MN => (Self::Mn, 3),
+            RF => (Self::Rf, 3),
+            _ => match word & 0xFF_FFFF_FFFF {
+                FLAG => (Self::Flag, 5),
+                PNUM => (Self::Pnum, 5),
+                _ if word & 0xFFFF_FFFF == PNO => (Self::Pno, 4),
+                _ => return None,
+            },
+        };
+        Some(field)
+    }
+}
+
 fn set_once<'a>(slot: &mut Option<&'a str>, value: &'a str) {
     slot.get_or_insert(value);
 }
 
 fn parse_num(value: &str, at: usize, name: &'static str) -> Result<u16, Error> {
-    if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::new(ErrorKind::InvalidField(name), at));
+    let invalid = || Error::new(ErrorKind::InvalidField(name), at);
+    if value.is_empty() || value.len() > 5 {
+        return Err(invalid());
     }
-    value.parse().map_err(|_| Error::new(ErrorKind::InvalidField(name), at))
+    let mut n = 0u32;
+    for d in value.bytes() {
+        if !d.is_ascii_digit() {
+            return Err(invalid());
+        }
+        n = n * 10 + u32::from(d - b'0');
+    }
+    u16::try_from(n).map_err(|_| invalid())
 }
 
 /// Trims ASCII spaces, as the standard's own examples need (`CP=&& PolId`, `i12003-Info =0`).
@@ -471,6 +583,21 @@ mod tests {
         let p = Packet::parse(b"ST=39;CN=2051;CP=&&DataTime=1;a34001-Avg=92;Flag=N").unwrap();
         assert!(p.deviations().contains(Deviations::UNTERMINATED_CP));
         assert_eq!(p.cp().get("a34001-Avg"), Some("92"));
+    }
+
+    #[test]
+    fn fast_and_general_header_paths_agree() {
+        // Names at the start of a field take the fast path; spaces send them the general way.
+        let fast = Packet::parse(b"QN=1;ST=32;CN=2011;PW=9;MN=A;Flag=5;PNUM=2;PNO=1;RF=1;XY=0;CP=&&&&").unwrap();
+        let general =
+            Packet::parse(b" QN =1; ST= 32 ;CN =2011 ;PW = 9;MN= A ; Flag = 5 ; PNUM =2; PNO= 1; RF =1;XY =0; CP=&&&&")
+                .unwrap();
+        for p in [fast, general] {
+            let fields = (p.qn(), p.st(), p.cn(), p.pw(), p.mn(), p.flag(), p.pnum(), p.pno(), p.is_backfill());
+            assert_eq!(fields, (Some("1"), "32", 2011, Some("9"), Some("A"), Some(Flag(5)), Some(2), Some(1), true));
+        }
+        let e = Packet::parse(b"QN=1;ST=32;CN=1062;PNUM=99999;CP=&&&&").unwrap_err();
+        assert_eq!((e.kind(), e.offset()), (ErrorKind::InvalidField("PNUM"), 24));
     }
 
     #[test]
