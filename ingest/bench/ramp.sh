@@ -28,6 +28,11 @@ for r in "${RATES[@]}"; do
     ok=$(awk -v a="$acks" -v o="$offered" -v p="$p99" -v b="$best_acks" 'BEGIN { print (a >= 0.9 * o && p <= 1000 && a > b) ? 1 : 0 }')
     if [[ $ok == 1 ]]; then best_rate=$r; best_acks=$acks; else echo "  -> ingest saturated"; break; fi
 done
+if [[ $best_rate == 0 ]]; then
+    echo "highest sustained: none (the first step already saturated; start lower)"
+    echo "ingest VmHWM=$(hwm_kib "$INGEST_PID")KiB; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    exit 0
+fi
 half=$(awk -v r="$best_rate" 'BEGIN { print r / 2 }')
 echo "highest sustained: $best_acks acks/s at $best_rate/s/client; half load: $half/s/client"
 "$L" dau --target "127.0.0.1:$INGEST_PORT" --daus "$CLIENTS" --rate "$half" --duration $((STEP * 2)) 2>/dev/null

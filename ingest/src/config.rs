@@ -208,6 +208,9 @@ pub struct Mqtt {
     pub keep_alive_secs: u64,
     /// Published messages not yet acknowledged, at most.
     pub max_unacked: usize,
+    /// Publishes on the wire awaiting their PUBACK at once (the MQTT in-flight window), at most
+    /// `max_unacked`. Brokers that limit it per connection (AWS IoT Core: 100) need it lowered.
+    pub inflight: u16,
     /// TLS to the external broker (`[mqtt.tls]`).
     pub tls: MqttTls,
 }
@@ -225,6 +228,7 @@ impl fmt::Debug for Mqtt {
             .field("password", &self.password.as_ref().map(|_| "******"))
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("max_unacked", &self.max_unacked)
+            .field("inflight", &self.inflight)
             .field("tls", &self.tls)
             .finish()
     }
@@ -243,6 +247,7 @@ impl Default for Mqtt {
             password: None,
             keep_alive_secs: 30,
             max_unacked: 10_000,
+            inflight: 1000,
             tls: MqttTls::default(),
         }
     }
@@ -873,6 +878,7 @@ impl Config {
         env!("HJ212_INGEST_MQTT_USERNAME", |name, v| self.mqtt.username = Some(v.to_string()));
         env!("HJ212_INGEST_MQTT_PASSWORD", |name, v| self.mqtt.password = Some(v.to_string()));
         env!("HJ212_INGEST_MQTT_MAX_UNACKED", |name, v| self.mqtt.max_unacked = parse(name, v)?);
+        env!("HJ212_INGEST_MQTT_INFLIGHT", |name, v| self.mqtt.inflight = parse(name, v)?);
         env!("HJ212_INGEST_MQTT_TLS", |name, v| self.mqtt.tls.enabled = parse(name, v)?);
         env!("HJ212_INGEST_MQTT_TLS_CA_FILE", |name, v| self.mqtt.tls.ca_file = PathBuf::from(v));
         env!("HJ212_INGEST_MQTT_TLS_CERT_FILE", |name, v| self.mqtt.tls.cert_file = PathBuf::from(v));
@@ -936,6 +942,12 @@ impl Config {
         }
         if self.mqtt.max_unacked == 0 || self.mqtt.max_unacked > u16::MAX as usize - 1 {
             return bad(format!("mqtt.max_unacked = {}: must be between 1 and 65534", self.mqtt.max_unacked));
+        }
+        if self.mqtt.inflight == 0 || usize::from(self.mqtt.inflight) > self.mqtt.max_unacked {
+            return bad(format!(
+                "mqtt.inflight = {}: must be between 1 and mqtt.max_unacked ({})",
+                self.mqtt.inflight, self.mqtt.max_unacked
+            ));
         }
         if self.mqtt.keep_alive_secs < 5 {
             return bad(format!("mqtt.keep_alive_secs = {}: must be at least 5", self.mqtt.keep_alive_secs));

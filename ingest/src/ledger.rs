@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions,
+    NetworkOptions,
     Outgoing, QoS, StateError, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
@@ -91,6 +92,8 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// Most messages held un-acknowledged.
     pub max_unacked: usize,
+    /// The MQTT in-flight window: publishes awaiting their PUBACK on the wire at once.
+    pub inflight: u16,
     /// Retained status topic; "online" is published on every connect, "offline" is the will.
     pub status_topic: String,
     /// Topic filters subscribed to (at QoS 1) after every connect; what arrives on them is
@@ -109,6 +112,7 @@ impl std::fmt::Debug for Settings {
             .field("tls", &self.tls.is_some())
             .field("keep_alive", &self.keep_alive)
             .field("max_unacked", &self.max_unacked)
+            .field("inflight", &self.inflight)
             .field("status_topic", &self.status_topic)
             .field("subscribe", &self.subscribe)
             .finish()
@@ -157,6 +161,9 @@ impl Ledger {
         options.set_keep_alive(settings.keep_alive);
         options.set_clean_session(true);
         options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        // One connection carries every site's data: rumqttc's default window of 100 publishes
+        // capped throughput at 100 per PUBACK round trip (`mqtt.inflight`, default 1000).
+        options.set_inflight(settings.inflight.max(1));
         options.set_last_will(LastWill::new(settings.status_topic.clone(), "offline", QoS::AtLeastOnce, true));
         if let Some((user, pass)) = &settings.credentials {
             options.set_credentials(user.clone(), pass.clone());
@@ -165,7 +172,11 @@ impl Ledger {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
         }
         // Room for every message the ledger may hold, so `try_publish` never finds the channel full.
-        let (client, eventloop) = AsyncClient::new(options, settings.max_unacked + 64);
+        let (client, mut eventloop) = AsyncClient::new(options, settings.max_unacked + 64);
+        // Small publishes and their PUBACKs must not wait for Nagle's algorithm.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let ledger = Self {
             state: Arc::default(),
             client,

@@ -208,6 +208,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         tls: if config.mqtt.embedded() { None } else { config.mqtt.tls.client_config(&mqtt_addr.0)? },
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
         max_unacked: config.mqtt.max_unacked,
+        inflight: config.mqtt.inflight,
         status_topic: format!("{}/status/{}", config.mqtt.prefix, config.instance),
         subscribe: if config.commands.enabled { vec![format!("{}/cmd/+", config.mqtt.prefix)] } else { Vec::new() },
     };
