@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions,
-    NetworkOptions,
-    Outgoing, QoS, StateError, TlsConfiguration, Transport,
+    NetworkOptions, Outgoing, QoS, StateError, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
