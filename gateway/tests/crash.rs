@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firmware::profile::{Code, Target, Value};
-use firmware::sim::Simulator;
 use hj212_gateway::{SledStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,15 +36,6 @@ const MN: &str = "010000A8900016F000169DC0";
 const PW: &str = "123456";
 /// An ack sent this long before the connection died may not have been made durable.
 const DURABILITY_WINDOW: Duration = Duration::from_secs(2);
-
-fn cod_simulator() -> Arc<Mutex<Simulator>> {
-    let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);
-    sim.set(&Target::Pollutant(Code::new("w01018")), Value::Number(42.5));
-    sim.set(&Target::Status, Value::Code(1));
-    sim.set(&Target::Info(Code::new("i13001")), Value::Number(1000.0));
-    sim.set(&Target::Info(Code::new("i13008")), Value::Number(1.0));
-    Arc::new(Mutex::new(sim))
-}
 
 /// Every upload `(QN, CN)` the daemon logged as sent, over the rotated files too.
 fn packet_log_uploads(dir: &Path) -> Vec<(String, u16)> {
@@ -93,7 +83,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_keeps_order() {
     let dir = std::env::temp_dir().join(format!("hj212-gw-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let sim = cod_simulator();
+    let sim = common::cod_simulator();
     let pty = common::analyzer_on_pty(sim.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -26,15 +26,6 @@ use common::{MN, PW, analyzer_on_pty, config, temp_dir};
 
 // ----- The simulated analyzer on a pty -----
 
-fn cod_simulator() -> Arc<Mutex<Simulator>> {
-    let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);
-    sim.set(&Target::Pollutant(Code::new("w01018")), Value::Number(42.5));
-    sim.set(&Target::Status, Value::Code(1)); // measuring
-    sim.set(&Target::Info(Code::new("i13001")), Value::Number(1000.0)); // range
-    sim.set(&Target::Info(Code::new("i13008")), Value::Number(1.0)); // slope
-    Arc::new(Mutex::new(sim))
-}
-
 // ----- The platform -----
 
 #[derive(Debug, Clone)]
@@ -192,7 +183,7 @@ const ORIGIN: DateTime = DateTime { year: 2026, month: 1, day: 1, hour: 0, minut
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn values_flags_statistics_history_and_dynamic_control() {
     let dir = temp_dir("values");
-    let sim = cod_simulator();
+    let sim = common::cod_simulator();
     let pty = analyzer_on_pty(sim.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -303,7 +294,7 @@ fn qn_of(frame: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_platform_that_comes_back_gets_every_queued_record_in_order() {
     let dir = temp_dir("outage");
-    let sim = cod_simulator();
+    let sim = common::cod_simulator();
     let pty = analyzer_on_pty(sim);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -373,7 +364,7 @@ fn nh3n_simulator() -> Arc<Mutex<Simulator>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_port_is_retried_while_the_other_port_keeps_working() {
     let dir = temp_dir("ports");
-    let cod = analyzer_on_pty(cod_simulator());
+    let cod = analyzer_on_pty(common::cod_simulator());
     let nh3n = analyzer_on_pty(nh3n_simulator());
     // Port A is a link that does not exist yet, as an unplugged USB adapter.
     let link = dir.join("ttyA");
@@ -425,7 +416,7 @@ fn cod_flag(u: &Upload) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn maintenance_from_the_cli_flags_data_m_and_uploads_the_logs() {
     let dir = temp_dir("maintenance");
-    let pty = analyzer_on_pty(cod_simulator());
+    let pty = analyzer_on_pty(common::cod_simulator());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut platform = platform(listener);

@@ -8,8 +8,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use firmware::profile::{Code, Target, Value};
-use firmware::sim::Simulator;
 use hj212_gateway::{SledStore, Store as _};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -22,14 +20,6 @@ mod recorder;
 use recorder::{Seen, qn_cn};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn cod_simulator() -> Arc<Mutex<Simulator>> {
-    let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);
-    sim.set(&Target::Pollutant(Code::new("w01018")), Value::Number(42.5));
-    sim.set(&Target::Status, Value::Code(1));
-    sim.set(&Target::Info(Code::new("i13008")), Value::Number(1.0));
-    Arc::new(Mutex::new(sim))
-}
 
 async fn platform(stop: &CancellationToken) -> (String, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -58,7 +48,7 @@ fn stderr(dir: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_a_valid_configuration_and_keeps_running_on_a_bad_one() {
     let dir = common::temp_dir("reload");
-    let pty = common::analyzer_on_pty(cod_simulator());
+    let pty = common::analyzer_on_pty(common::cod_simulator());
     let stop = CancellationToken::new();
     let (addr_a, seen_a) = platform(&stop).await;
     let (addr_b, seen_b) = platform(&stop).await;

@@ -6,8 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use firmware::profile::{Code, Target, Value};
-use firmware::sim::Simulator;
 use hj212_gateway::config::{DeGpio, Rs485};
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -18,13 +16,6 @@ mod common;
 #[path = "common/recorder.rs"]
 mod recorder;
 use recorder::Seen;
-
-fn cod_simulator() -> Arc<Mutex<Simulator>> {
-    let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);
-    sim.set(&Target::Pollutant(Code::new("w01018")), Value::Number(42.5));
-    sim.set(&Target::Status, Value::Code(1));
-    Arc::new(Mutex::new(sim))
-}
 
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -41,7 +32,7 @@ async fn run(
     edit: impl FnOnce(&mut hj212_gateway::config::SerialPort),
 ) -> (Arc<Mutex<Seen>>, hj212_gateway::Gateway, CancellationToken, std::path::PathBuf, common::Pty) {
     let dir = common::temp_dir(name);
-    let pty = common::analyzer_on_pty(cod_simulator());
+    let pty = common::analyzer_on_pty(common::cod_simulator());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));

@@ -39,15 +39,6 @@ const ORIGIN: DateTime = DateTime { year: 2026, month: 1, day: 1, hour: 0, minut
 
 // ----- The simulated analyzer on a pty (as in daemon.rs) -----
 
-fn cod_simulator() -> Arc<Mutex<Simulator>> {
-    let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);
-    sim.set(&Target::Pollutant(Code::new("w01018")), Value::Number(42.5));
-    sim.set(&Target::Status, Value::Code(1));
-    sim.set(&Target::Info(Code::new("i13001")), Value::Number(1000.0));
-    sim.set(&Target::Info(Code::new("i13008")), Value::Number(1.0));
-    Arc::new(Mutex::new(sim))
-}
-
 // ----- The platform doubles -----
 
 /// One frame as a platform double saw it.
@@ -273,7 +264,7 @@ fn assert_encrypted(s: &Seen) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registration_keys_encryption_and_heartbeat_next_to_a_2017_platform() {
     let dir = temp_dir("register");
-    let sim = cod_simulator();
+    let sim = common::cod_simulator();
     let pty = analyzer_on_pty(sim.clone());
     let l25 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let l17 = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -396,7 +387,7 @@ fn qn_of(frame: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_an_outage_live_data_goes_first_and_the_backlog_carries_rf_1() {
     let dir = temp_dir("backfill");
-    let pty = analyzer_on_pty(cod_simulator());
+    let pty = analyzer_on_pty(common::cod_simulator());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut cfg = config(&dir, &pty.path);
@@ -468,7 +459,7 @@ async fn after_an_outage_live_data_goes_first_and_the_backlog_carries_rf_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_new_in_2025_reach_2025_platforms_only() {
     let dir = temp_dir("only-2025");
-    let cod = cod_simulator();
+    let cod = common::cod_simulator();
     let cod_pty = analyzer_on_pty(cod.clone());
     let furnace = {
         let mut sim = Simulator::new(&firmware::profile::builtin::INCINERATOR_FURNACE);

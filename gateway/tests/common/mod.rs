@@ -19,6 +19,17 @@ pub const MN: &str = "010000A8900016F000169DC0";
 pub const PW: &str = "123456";
 
 /// A fresh temporary directory for one test.
+/// The surface-water COD analyzer, measuring 42.5 mg/L (status 1, range 1000, slope 1.0).
+pub fn cod_simulator() -> Arc<Mutex<Simulator>> {
+    use firmware::profile::{Code, Target, Value};
+    let mut sim = Simulator::new(&firmware::profile::builtin::SURFACE_WATER_COD);
+    sim.set(&Target::Pollutant(Code::new("w01018")), Value::Number(42.5));
+    sim.set(&Target::Status, Value::Code(1));
+    sim.set(&Target::Info(Code::new("i13001")), Value::Number(1000.0));
+    sim.set(&Target::Info(Code::new("i13008")), Value::Number(1.0));
+    Arc::new(Mutex::new(sim))
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hj212-gw-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
