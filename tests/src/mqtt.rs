@@ -120,13 +120,13 @@ impl Subscriber {
     }
 }
 
-/// A data topic `{prefix}/{mn}/{cn}`: the MN and CN, or `None` for status, reply, command and
-/// quarantine topics.
+/// A data topic `{prefix}/{mn}/{cn}`: the MN and CN, or `None` for status, reply, command,
+/// quarantine and data-quality (alert, report, recovery) topics.
 #[must_use]
 pub fn data_topic<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
     let (mn, cn) = rest.split_once('/')?;
-    if matches!(mn, "status" | "reply" | "cmd" | "quarantine") || cn.contains('/') {
+    if matches!(mn, "status" | "reply" | "cmd" | "quarantine" | "alert" | "report" | "recovery") || cn.contains('/') {
         return None;
     }
     Some((mn, cn))

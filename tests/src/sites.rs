@@ -258,5 +258,11 @@ allowed_st = ["31"]
         log = dir.join("ingest-packets.log").display().to_string(),
         spool = dir.join("ingest-spool").display().to_string(),
     );
-    Ok(hj212_ingest::Config::from_toml(&format!("{text}\n{extra}\n"))?)
+    let mut config = hj212_ingest::Config::from_toml(&format!("{text}\n{extra}\n"))?;
+    // The data-quality state file defaults to /var/lib: each test keeps its own, or one test's
+    // engine state (a slope it set) would judge the next test's data.
+    if config.quality.state_path == hj212_ingest::config::Quality::default().state_path {
+        config.quality.state_path = dir.join("ingest-quality.json");
+    }
+    Ok(config)
 }
