@@ -54,6 +54,16 @@ impl Mosquitto {
 
     /// Starts Mosquitto with `listeners` (configuration lines, `per_listener_settings` on) and
     /// waits until every one of `ports` accepts TCP connections; `port` is the first.
+    /// A plain anonymous listener (for the test's subscriber, `port`) and a second one on a
+    /// free port configured by `secured` (the lines after its `listener`); returns the broker and
+    /// the second port.
+    async fn start_secured(dir: &Path, secured: &str) -> Option<(Self, u16)> {
+        let (plain, port) = (free_port(), free_port());
+        let listeners =
+            format!("listener {plain} 127.0.0.1\nallow_anonymous true\nlistener {port} 127.0.0.1\n{secured}");
+        Some((Self::start_with(&[plain, port], dir, &listeners).await?, port))
+    }
+
     async fn start_with(ports: &[u16], dir: &Path, listeners: &str) -> Option<Self> {
         let bin = required("mosquitto")?;
         let port = ports[0];
@@ -351,6 +361,16 @@ impl TestCa {
     }
 }
 
+/// The lines of a TLS listener with the test CA and the server's certificate, then `extra`.
+fn tls_listener(ca_file: &Path, cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "allow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n{extra}",
+        ca_file.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
 fn tls_to(ca_file: &Path) -> MqttTls {
     MqttTls { enabled: true, ca_file: ca_file.to_path_buf(), ..MqttTls::default() }
 }
@@ -466,14 +486,12 @@ impl IngestProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_password_file_right_credentials_publish_and_ack() {
     let dir = temp_dir();
-    let (plain, secured) = (free_port(), free_port());
     let Some(passwd) = password_file(&dir, USER, PASS) else { return };
-    let listeners = format!(
-        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
-         listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
-        passwd.display()
-    );
-    let Some(broker) = Mosquitto::start_with(&[plain, secured], &dir, &listeners).await else { return };
+    let Some((broker, secured)) =
+        Mosquitto::start_secured(&dir, &format!("allow_anonymous false\npassword_file {}\n", passwd.display())).await
+    else {
+        return;
+    };
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     let d = Daemon::start(|c| {
         external(c, secured);
@@ -491,14 +509,12 @@ async fn mosquitto_password_file_right_credentials_publish_and_ack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_password_file_wrong_credentials_publish_nothing_and_report_the_broker_down() {
     let dir = temp_dir();
-    let (plain, secured) = (free_port(), free_port());
     let Some(passwd) = password_file(&dir, USER, PASS) else { return };
-    let listeners = format!(
-        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
-         listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
-        passwd.display()
-    );
-    let Some(broker) = Mosquitto::start_with(&[plain, secured], &dir, &listeners).await else { return };
+    let Some((broker, secured)) =
+        Mosquitto::start_secured(&dir, &format!("allow_anonymous false\npassword_file {}\n", passwd.display())).await
+    else {
+        return;
+    };
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     let ingest = IngestProcess::spawn(
         &dir,
@@ -517,18 +533,12 @@ async fn mosquitto_password_file_wrong_credentials_publish_nothing_and_report_th
 async fn mosquitto_tls_with_the_test_ca_publishes_and_acks() {
     use rcgen::ExtendedKeyUsagePurpose::ServerAuth;
     let dir = temp_dir();
-    let (plain, tls) = (free_port(), free_port());
     let ca = TestCa::new("hj212 test CA");
     let ca_file = ca.write(&dir, "ca");
     let (cert, key) = ca.issue(&dir, "server", &["localhost", "127.0.0.1"], ServerAuth);
-    let listeners = format!(
-        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
-         listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        ca_file.display(),
-        cert.display(),
-        key.display()
-    );
-    let Some(broker) = Mosquitto::start_with(&[plain, tls], &dir, &listeners).await else { return };
+    let Some((broker, tls)) = Mosquitto::start_secured(&dir, &tls_listener(&ca_file, &cert, &key, "")).await else {
+        return;
+    };
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     // Checked against the IP address the daemon dials, then against `localhost` by name.
     for (i, host) in ["127.0.0.1", "localhost"].into_iter().enumerate() {
@@ -549,19 +559,13 @@ async fn mosquitto_tls_with_the_test_ca_publishes_and_acks() {
 async fn mosquitto_tls_with_a_foreign_ca_publishes_nothing_and_says_why() {
     use rcgen::ExtendedKeyUsagePurpose::ServerAuth;
     let dir = temp_dir();
-    let (plain, tls) = (free_port(), free_port());
     let ca = TestCa::new("hj212 test CA");
     let ca_file = ca.write(&dir, "ca");
     let foreign = TestCa::new("someone else's CA").write(&dir, "foreign-ca");
     let (cert, key) = ca.issue(&dir, "server", &["127.0.0.1"], ServerAuth);
-    let listeners = format!(
-        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
-         listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        ca_file.display(),
-        cert.display(),
-        key.display()
-    );
-    let Some(broker) = Mosquitto::start_with(&[plain, tls], &dir, &listeners).await else { return };
+    let Some((broker, tls)) = Mosquitto::start_secured(&dir, &tls_listener(&ca_file, &cert, &key, "")).await else {
+        return;
+    };
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     let ingest = IngestProcess::spawn(
         &dir,
@@ -586,19 +590,15 @@ async fn mosquitto_tls_with_a_foreign_ca_publishes_nothing_and_says_why() {
 async fn mosquitto_mutual_tls_needs_the_client_certificate() {
     use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
     let dir = temp_dir();
-    let (plain, mtls) = (free_port(), free_port());
     let ca = TestCa::new("hj212 test CA");
     let ca_file = ca.write(&dir, "ca");
     let (cert, key) = ca.issue(&dir, "server", &["broker.test"], ServerAuth);
     let (client_cert, client_key) = ca.issue(&dir, "client", &["hj212-ingest"], ClientAuth);
-    let listeners = format!(
-        "listener {plain} 127.0.0.1\nallow_anonymous true\n\
-         listener {mtls} 127.0.0.1\nallow_anonymous true\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-        ca_file.display(),
-        cert.display(),
-        key.display()
-    );
-    let Some(broker) = Mosquitto::start_with(&[plain, mtls], &dir, &listeners).await else { return };
+    let Some((broker, mtls)) =
+        Mosquitto::start_secured(&dir, &tls_listener(&ca_file, &cert, &key, "require_certificate true\n")).await
+    else {
+        return;
+    };
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     let mutual =
         MqttTls { cert_file: client_cert, key_file: client_key, server_name: "broker.test".into(), ..tls_to(&ca_file) };
