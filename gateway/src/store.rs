@@ -82,7 +82,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -233,7 +233,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The database failed.
     fn remove(&self, platform: &str, seq: u64) -> Result<(), StoreError>;
 
-    /// Records in `platform`'s queue.
+    /// Records in `platform`'s queue that may be read: a record whose append has not
+    /// returned yet is not counted.
     fn queue_len(&self, platform: &str) -> u64;
 
     /// The newest sequence number in `platform`'s queue.
@@ -488,6 +489,9 @@ pub struct SledStore {
     /// that `lens` follows them in order. Never held across a flush.
     counting: Mutex<()>,
     lens: Mutex<HashMap<String, u64>>,
+    /// True from the start of an append until it returns: the record it counted in `lens`
+    /// cannot be read yet, so `queue_len` leaves it out.
+    in_flight: AtomicBool,
     /// The sequence number of the oldest record whose append has not succeeded (it is under
     /// way, or it failed and the database has not been reopened yet); `u64::MAX` when none.
     /// Reads stop there.
@@ -592,6 +596,7 @@ impl SledStore {
             appending: Mutex::new(()),
             counting: Mutex::new(()),
             lens: Mutex::new(lens),
+            in_flight: AtomicBool::new(false),
             unflushed_from: AtomicU64::new(u64::MAX),
             health: Mutex::new(Health {
                 poisoned: false,
@@ -609,6 +614,11 @@ impl SledStore {
 
     fn lens_mut(&self) -> MutexGuard<'_, HashMap<String, u64>> {
         lock(&self.lens)
+    }
+
+    /// Records counted in `platform`'s queue, including one whose append is under way.
+    fn counted_len(&self, platform: &str) -> u64 {
+        self.lens_mut().get(platform).copied().unwrap_or(0)
     }
 
     fn set_len(&self, platform: &str, n: u64) {
@@ -746,7 +756,7 @@ impl SledStore {
 
     /// Drops real-time records oldest first until the queue is within the cap.
     fn enforce_cap(&self, db: &Db, queue: &Queue) -> sled::Result<()> {
-        let len = self.queue_len(&queue.platform);
+        let len = self.counted_len(&queue.platform);
         if len <= self.max_queue_records {
             return Ok(());
         }
@@ -795,9 +805,15 @@ impl Store for SledStore {
         // Appends are serialised, so this is the only one under way, unless an earlier one
         // failed; reads stop at the oldest.
         self.unflushed_from.fetch_min(seq, Ordering::SeqCst);
-        match self.write_record(db, seq, record) {
+        self.in_flight.store(true, Ordering::SeqCst);
+        let written = self.write_record(db, seq, record);
+        if written.is_ok() {
+            let _ = self.unflushed_from.compare_exchange(seq, u64::MAX, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        // After `unflushed_from`, so that a counted record is always a readable one.
+        self.in_flight.store(false, Ordering::SeqCst);
+        match written {
             Ok(()) => {
-                let _ = self.unflushed_from.compare_exchange(seq, u64::MAX, Ordering::SeqCst, Ordering::SeqCst);
                 self.appended.fetch_add(1, Ordering::Relaxed);
                 Ok(seq)
             }
@@ -857,7 +873,8 @@ impl Store for SledStore {
     }
 
     fn queue_len(&self, platform: &str) -> u64 {
-        self.lens_mut().get(platform).copied().unwrap_or(0)
+        let unreadable = u64::from(self.in_flight.load(Ordering::SeqCst));
+        self.counted_len(platform).saturating_sub(unreadable)
     }
 
     fn last_seq(&self, platform: &str) -> Option<u64> {
@@ -984,6 +1001,29 @@ mod tests {
         let s = SledStore::open(&dir, &names, 1000).unwrap();
         assert_eq!((s.queue_len("a"), s.queue_len("b")), (1, 2));
         assert_eq!(s.last_seq("b"), Some(s2));
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_counted_record_can_always_be_read() {
+        let dir = temp("counted");
+        let s = std::sync::Arc::new(SledStore::open(&dir, &["a".to_string()], 10_000).unwrap());
+        let writer = {
+            let s = s.clone();
+            std::thread::spawn(move || (0..300).for_each(|i| assert!(s.append(&rec(2011, i)).is_ok())))
+        };
+        let mut checks = 0;
+        while !writer.is_finished() {
+            // Read in this order: a record counted first is flushed by the time it is read.
+            let counted = s.queue_len("a");
+            let readable = s.queue_range("a", 0, 10_000).unwrap().len() as u64;
+            assert!(readable >= counted, "{counted} counted, {readable} readable");
+            checks += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(s.queue_len("a"), 300);
+        assert!(checks > 10, "only {checks} checks");
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
