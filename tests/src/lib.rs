@@ -21,4 +21,5 @@ pub mod packets;
 pub mod proxy;
 pub mod pty;
 pub mod sites;
+pub mod stacks;
 pub mod style;

@@ -100,7 +100,10 @@ impl Received {
                 return;
             }
             from = self.arrivals.len();
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            if Instant::now() >= deadline {
+                crate::stacks::dump(what);
+                panic!("timed out waiting for {what}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
