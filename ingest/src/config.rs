@@ -211,6 +211,9 @@ pub struct Mqtt {
     /// Publishes on the wire awaiting their PUBACK at once (the MQTT in-flight window), at most
     /// `max_unacked`. Brokers that limit it per connection (AWS IoT Core: 100) need it lowered.
     pub inflight: u16,
+    /// Connections to the broker: every topic, and all of one site's data, always goes over the
+    /// same one (see [`crate::ledger`]). Lane `i > 0` connects as `{client_id}-{i}`.
+    pub connections: usize,
     /// TLS to the external broker (`[mqtt.tls]`).
     pub tls: MqttTls,
 }
@@ -229,6 +232,7 @@ impl fmt::Debug for Mqtt {
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("max_unacked", &self.max_unacked)
             .field("inflight", &self.inflight)
+            .field("connections", &self.connections)
             .field("tls", &self.tls)
             .finish()
     }
@@ -248,6 +252,7 @@ impl Default for Mqtt {
             keep_alive_secs: 30,
             max_unacked: 10_000,
             inflight: 1000,
+            connections: 4,
             tls: MqttTls::default(),
         }
     }
@@ -879,6 +884,7 @@ impl Config {
         env!("HJ212_INGEST_MQTT_PASSWORD", |name, v| self.mqtt.password = Some(v.to_string()));
         env!("HJ212_INGEST_MQTT_MAX_UNACKED", |name, v| self.mqtt.max_unacked = parse(name, v)?);
         env!("HJ212_INGEST_MQTT_INFLIGHT", |name, v| self.mqtt.inflight = parse(name, v)?);
+        env!("HJ212_INGEST_MQTT_CONNECTIONS", |name, v| self.mqtt.connections = parse(name, v)?);
         env!("HJ212_INGEST_MQTT_TLS", |name, v| self.mqtt.tls.enabled = parse(name, v)?);
         env!("HJ212_INGEST_MQTT_TLS_CA_FILE", |name, v| self.mqtt.tls.ca_file = PathBuf::from(v));
         env!("HJ212_INGEST_MQTT_TLS_CERT_FILE", |name, v| self.mqtt.tls.cert_file = PathBuf::from(v));
@@ -947,6 +953,15 @@ impl Config {
             return bad(format!(
                 "mqtt.inflight = {}: must be between 1 and mqtt.max_unacked ({})",
                 self.mqtt.inflight, self.mqtt.max_unacked
+            ));
+        }
+        if self.mqtt.connections == 0 || self.mqtt.connections > 64 {
+            return bad(format!("mqtt.connections = {}: must be between 1 and 64", self.mqtt.connections));
+        }
+        if self.mqtt.connections > self.mqtt.max_unacked {
+            return bad(format!(
+                "mqtt.connections = {}: must not exceed mqtt.max_unacked ({}), which the connections share",
+                self.mqtt.connections, self.mqtt.max_unacked
             ));
         }
         if self.mqtt.keep_alive_secs < 5 {

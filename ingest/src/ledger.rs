@@ -12,6 +12,14 @@
 //! is sent while holding the ledger's lock, so the ledger's FIFO of sent messages is in the same
 //! order as the channel, and the n-th `Outgoing::Publish` names the n-th message.
 //!
+//! Connections. The ledger can spread its messages over several broker connections (its
+//! lanes, `mqtt.connections`): one rumqttc event loop writes and flushes one publish at a time, so
+//! one connection caps throughput well below what a broker takes. A message's lane follows from
+//! its topic without the last level (`{prefix}/{mn}` for `{prefix}/{mn}/{cn}`): every topic stays
+//! on one connection, and so does all of one site's data, which keeps MQTT's per-topic order and
+//! each site's order. Lane 0 carries the retained status topic, its will, and the subscriptions.
+//! Each lane is a ledger of its own, with the invariants below.
+//!
 //! Invariants:
 //! * A request is put into rumqttc's channel only while the ledger believes the connection is up.
 //!   When a poll fails, the ledger first marks the connection down (under the lock), then drains
@@ -19,6 +27,9 @@
 //!   one, where it would be sent twice and shift the FIFO.
 //! * One task owns the `EventLoop` and polls it forever (with backoff on errors); the poll future
 //!   is never cancelled except at the very end of shutdown.
+//! * Events rumqttc buffered on a lost connection are dropped before the next one is used (it
+//!   would hand them out after the CONNACK, and a stale `Outgoing::Publish` would shift the FIFO);
+//!   messages received among them are passed on.
 //! * A message leaves the ledger only on its PUBACK.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -81,17 +92,20 @@ pub struct Settings {
     pub host: String,
     /// Broker port.
     pub port: u16,
-    /// Client id.
+    /// Client id; lane `i > 0` connects as `{client_id}-{i}`.
     pub client_id: String,
+    /// Connections to the broker (lanes), at least one.
+    pub connections: usize,
     /// User name and password.
     pub credentials: Option<(String, String)>,
     /// TLS to the broker (see [`crate::config::MqttTls::client_config`]); `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Keep-alive.
     pub keep_alive: Duration,
-    /// Most messages held un-acknowledged.
+    /// Most messages held un-acknowledged, over all connections.
     pub max_unacked: usize,
-    /// The MQTT in-flight window: publishes awaiting their PUBACK on the wire at once.
+    /// The MQTT in-flight window of each connection: publishes awaiting their PUBACK on the wire
+    /// at once.
     pub inflight: u16,
     /// Retained status topic; "online" is published on every connect, "offline" is the will.
     pub status_topic: String,
@@ -106,6 +120,7 @@ impl std::fmt::Debug for Settings {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("client_id", &self.client_id)
+            .field("connections", &self.connections)
             .field("username", &self.credentials.as_ref().map(|(user, _)| user))
             .field("password", &self.credentials.as_ref().map(|_| "******"))
             .field("tls", &self.tls.is_some())
@@ -130,24 +145,44 @@ pub struct Received {
 /// The publishing side of the ledger; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ledger {
+    lanes: Arc<[Lane]>,
+}
+
+/// One broker connection's ledger.
+#[derive(Debug, Clone)]
+struct Lane {
     state: Arc<Mutex<State>>,
     client: AsyncClient,
     metrics: Arc<Metrics>,
     max_unacked: usize,
-    status_topic: String,
+    /// Connections in the pool.
+    lanes: u64,
+    /// Shared by the lanes: serialises their updates of the connection gauges.
+    gauge_lock: Arc<Mutex<()>>,
+    /// The retained status topic ("online" on every connect); lane 0 only.
+    status_topic: Option<String>,
+    /// Lane 0 only.
     subscribe: Arc<[String]>,
 }
 
-/// The polling side: owns the rumqttc event loop.
+/// The polling side: owns the rumqttc event loops, one per connection.
 pub struct Driver {
-    ledger: Ledger,
+    lanes: Vec<LaneDriver>,
+}
+
+struct LaneDriver {
+    index: usize,
+    /// The last failed connection attempt's error, shared by the lanes: a new kind of failure
+    /// is logged at warn or error, the same failure again (every retry, every lane) only at debug.
+    last_failure: Arc<Mutex<Option<String>>>,
+    lane: Lane,
     eventloop: EventLoop,
     received: mpsc::Sender<Received>,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver").field("ledger", &self.ledger).finish_non_exhaustive()
+        f.debug_struct("Driver").field("lanes", &self.lanes.len()).finish_non_exhaustive()
     }
 }
 
@@ -156,46 +191,36 @@ impl Ledger {
     /// messages on the subscribed topics.
     #[must_use]
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> (Self, Driver, mpsc::Receiver<Received>) {
-        let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
-        options.set_keep_alive(settings.keep_alive);
-        options.set_clean_session(true);
-        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
-        // One connection carries every site's data: rumqttc's default window of 100 publishes
-        // capped throughput at 100 per PUBACK round trip (`mqtt.inflight`, default 1000).
-        options.set_inflight(settings.inflight.max(1));
-        options.set_last_will(LastWill::new(settings.status_topic.clone(), "offline", QoS::AtLeastOnce, true));
-        if let Some((user, pass)) = &settings.credentials {
-            options.set_credentials(user.clone(), pass.clone());
-        }
-        if let Some(tls) = &settings.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
-        }
-        // Room for every message the ledger may hold, so `try_publish` never finds the channel full.
-        let (client, mut eventloop) = AsyncClient::new(options, settings.max_unacked + 64);
-        // Small publishes and their PUBACKs must not wait for Nagle's algorithm.
-        let mut network = NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        eventloop.set_network_options(network);
-        let ledger = Self {
-            state: Arc::default(),
-            client,
-            metrics,
-            max_unacked: settings.max_unacked,
-            status_topic: settings.status_topic.clone(),
-            subscribe: settings.subscribe.clone().into(),
-        };
+        let n = settings.connections.max(1);
         let (received, rx) = mpsc::channel(256);
-        (ledger.clone(), Driver { ledger, eventloop, received }, rx)
+        let mut lanes = Vec::with_capacity(n);
+        let mut drivers = Vec::with_capacity(n);
+        let gauge_lock = Arc::new(Mutex::new(()));
+        let last_failure = Arc::new(Mutex::new(None));
+        for index in 0..n {
+            let (lane, eventloop) = Lane::new(settings, index, metrics.clone(), gauge_lock.clone());
+            lanes.push(lane.clone());
+            drivers.push(LaneDriver {
+                index,
+                last_failure: last_failure.clone(),
+                lane,
+                eventloop,
+                received: received.clone(),
+            });
+        }
+        (Self { lanes: lanes.into() }, Driver { lanes: drivers }, rx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The lane of `topic`: chosen by the topic without its last level.
+    fn lane(&self, topic: &str) -> &Lane {
+        &self.lanes[lane_index(topic, self.lanes.len())]
     }
 
     /// Publishes `payload` to `topic` at QoS 1; the returned [`Delivery`] turns true on PUBACK.
     ///
     /// # Errors
-    /// [`LedgerFull`] when `max_unacked` messages are waiting already, or after shutdown began.
+    /// [`LedgerFull`] when the topic's connection holds its share of `max_unacked` messages
+    /// already, or after shutdown began.
     pub fn publish(
         &self,
         topic: String,
@@ -203,7 +228,7 @@ impl Ledger {
         retain: bool,
         qn: Option<String>,
     ) -> Result<Delivery, LedgerFull> {
-        self.publish_entry(topic, payload, retain, qn, false)
+        self.lane(&topic).publish(topic, payload, retain, qn, false)
     }
 
     /// As [`Ledger::publish`], for a message the spool holds durably: [`Ledger::drain`] does not
@@ -212,10 +237,110 @@ impl Ledger {
     /// # Errors
     /// As for [`Ledger::publish`].
     pub fn publish_spooled(&self, topic: String, payload: Vec<u8>, qn: Option<String>) -> Result<Delivery, LedgerFull> {
-        self.publish_entry(topic, payload, false, qn, true)
+        self.lane(&topic).publish(topic, payload, false, qn, true)
     }
 
-    fn publish_entry(
+    /// Messages waiting for their PUBACK.
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.lanes.iter().map(|l| l.lock().entries.len()).sum()
+    }
+
+    /// True while every MQTT connection is up.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.lanes.iter().all(|l| l.lock().connected)
+    }
+
+    /// Waits until every message not held by the spool is acknowledged, or `limit` passes;
+    /// true when none is left.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.lanes.iter().all(|l| l.lock().entries.values().all(|e| e.spooled)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes the retained "offline" status, waits briefly for it, refuses further publishes
+    /// and disconnects.
+    pub async fn close(&self, limit: Duration) {
+        let first = &self.lanes[0];
+        if let Some(topic) = &first.status_topic {
+            if let Ok(mut d) = first.publish(topic.clone(), b"offline".to_vec(), true, None, false) {
+                let _ = tokio::time::timeout(limit, d.wait_for(|v| *v)).await;
+            }
+        }
+        for lane in self.lanes.iter() {
+            lane.lock().closed = true;
+            let _ = lane.client.try_disconnect();
+        }
+    }
+}
+
+impl Lane {
+    fn new(settings: &Settings, index: usize, metrics: Arc<Metrics>, gauge_lock: Arc<Mutex<()>>) -> (Self, EventLoop) {
+        let n = settings.connections.max(1);
+        let client_id = if index == 0 { settings.client_id.clone() } else { format!("{}-{index}", settings.client_id) };
+        let mut options = MqttOptions::new(client_id, settings.host.clone(), settings.port);
+        options.set_keep_alive(settings.keep_alive);
+        options.set_clean_session(true);
+        options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+        // rumqttc's default window of 100 publishes capped throughput at 100 per PUBACK round
+        // trip (`mqtt.inflight`, default 1000).
+        options.set_inflight(settings.inflight.max(1));
+        if index == 0 {
+            options.set_last_will(LastWill::new(settings.status_topic.clone(), "offline", QoS::AtLeastOnce, true));
+        }
+        if let Some((user, pass)) = &settings.credentials {
+            options.set_credentials(user.clone(), pass.clone());
+        }
+        if let Some(tls) = &settings.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+        }
+        let max_unacked = settings.max_unacked.div_ceil(n).max(1);
+        // Room for every message the lane may hold, so `try_publish` never finds the channel full.
+        let (client, mut eventloop) = AsyncClient::new(options, max_unacked + 64);
+        // Small publishes and their PUBACKs must not wait for Nagle's algorithm.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
+        let lane = Self {
+            state: Arc::default(),
+            client,
+            metrics,
+            max_unacked,
+            lanes: n as u64,
+            gauge_lock,
+            status_topic: (index == 0).then(|| settings.status_topic.clone()),
+            subscribe: if index == 0 { settings.subscribe.clone().into() } else { Arc::from([]) },
+        };
+        (lane, eventloop)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts this lane's connection up or down in the gauges.
+    fn count_connection(&self, up: bool) {
+        let _serial = self.gauge_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let g = &self.metrics.gauges;
+        if up {
+            Metrics::add(&g.mqtt_connections_up, 1);
+        } else {
+            Metrics::sub(&g.mqtt_connections_up, 1);
+        }
+        let all = g.mqtt_connections_up.load(std::sync::atomic::Ordering::Relaxed) >= self.lanes;
+        Metrics::set(&g.mqtt_connected, u64::from(all));
+    }
+
+    fn publish(
         &self,
         topic: String,
         payload: Vec<u8>,
@@ -232,7 +357,7 @@ impl Ledger {
         let id = state.next_id;
         state.next_id += 1;
         state.entries.insert(id, Entry { topic, payload, retain, qn, done, sends: 0, spooled });
-        Metrics::set(&self.metrics.gauges.mqtt_unacked, state.entries.len() as u64);
+        Metrics::add(&self.metrics.gauges.mqtt_unacked, 1);
         Metrics::inc(&self.metrics.counters.mqtt_published);
         if state.connected {
             self.send(&mut state, id);
@@ -255,52 +380,22 @@ impl Ledger {
             Err(error) => tracing::warn!(%error, topic = %entry.topic, "Could not hand a message to the MQTT client."),
         }
     }
-
-    /// Messages waiting for their PUBACK.
-    #[must_use]
-    pub fn unacked(&self) -> usize {
-        self.lock().entries.len()
-    }
-
-    /// True while the MQTT connection is up.
-    #[must_use]
-    pub fn is_connected(&self) -> bool {
-        self.lock().connected
-    }
-
-    /// Waits until every message not held by the spool is acknowledged, or `limit` passes;
-    /// true when none is left.
-    pub async fn drain(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if self.lock().entries.values().all(|e| e.spooled) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Publishes the retained "offline" status, waits briefly for it, refuses further publishes
-    /// and disconnects.
-    pub async fn close(&self, limit: Duration) {
-        if let Ok(mut d) = self.publish(self.status_topic.clone(), b"offline".to_vec(), true, None) {
-            let _ = tokio::time::timeout(limit, d.wait_for(|v| *v)).await;
-        }
-        self.lock().closed = true;
-        let _ = self.client.try_disconnect();
-    }
 }
 
 impl Driver {
-    /// Polls the event loop until `stop` is cancelled, reconnecting with backoff.
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// Polls every connection's event loop until `stop` is cancelled, reconnecting with backoff.
+    pub async fn run(self, stop: CancellationToken) {
+        let tasks: Vec<_> = self.lanes.into_iter().map(|l| tokio::spawn(l.run(stop.clone()))).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl LaneDriver {
+    async fn run(mut self, stop: CancellationToken) {
+        let lane = self.index;
         let mut backoff = Duration::from_millis(100);
-        // The last failed attempt's error: a new kind of failure is logged at warn or error, the
-        // same failure again (every retry) only at debug.
-        let mut last_failure: Option<String> = None;
         loop {
             let polled = tokio::select! {
                 () = stop.cancelled() => break,
@@ -309,37 +404,36 @@ impl Driver {
             match polled {
                 Ok(MqttEvent::Incoming(Incoming::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
-                    last_failure = None;
-                    tracing::info!(session_present = ack.session_present, code = ?ack.code, "Connected to the MQTT broker.");
+                    *self.last_failure.lock().unwrap_or_else(PoisonError::into_inner) = None;
+                    tracing::info!(lane, session_present = ack.session_present, code = ?ack.code, "Connected to the MQTT broker.");
                     self.on_connack();
                 }
                 Ok(MqttEvent::Incoming(Incoming::PubAck(ack))) => self.on_puback(ack.pkid),
-                Ok(MqttEvent::Incoming(Incoming::Publish(p))) => {
-                    let r = Received { topic: p.topic.clone(), payload: p.payload.to_vec() };
-                    if self.received.try_send(r).is_err() {
-                        Metrics::inc(&self.ledger.metrics.counters.commands_failed);
-                        tracing::warn!(topic = %p.topic, "Dropped an incoming MQTT message: too many waiting.");
-                    }
-                }
+                Ok(MqttEvent::Incoming(Incoming::Publish(p))) => self.forward(&p),
                 Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid))) => self.on_outgoing(pkid, false),
                 Ok(MqttEvent::Outgoing(Outgoing::AwaitAck(pkid))) => self.on_outgoing(pkid, true),
-                Ok(MqttEvent::Incoming(Incoming::Disconnect)) => tracing::warn!("The MQTT broker sent DISCONNECT."),
+                Ok(MqttEvent::Incoming(Incoming::Disconnect)) => {
+                    tracing::warn!(lane, "The MQTT broker sent DISCONNECT.");
+                }
                 Ok(_) => {}
                 Err(error) => {
-                    Metrics::inc(&self.ledger.metrics.counters.mqtt_errors);
+                    Metrics::inc(&self.lane.metrics.counters.mqtt_errors);
                     let was_connected = self.on_error();
                     let retry_in_ms = backoff.as_millis() as u64;
                     let text = error.to_string();
+                    let repeated = {
+                        let mut last = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner);
+                        last.replace(text.clone()).as_deref() == Some(text.as_str())
+                    };
                     if was_connected {
-                        tracing::warn!(%error, "MQTT connection lost; unacknowledged messages will be republished.");
-                    } else if last_failure.as_deref() == Some(text.as_str()) {
-                        tracing::debug!(%error, retry_in_ms, "MQTT connection attempt failed.");
+                        tracing::warn!(lane, %error, "MQTT connection lost; unacknowledged messages will be republished.");
+                    } else if repeated {
+                        tracing::debug!(lane, %error, retry_in_ms, "MQTT connection attempt failed.");
                     } else if let Some(hint) = configuration_hint(&error) {
-                        tracing::error!(%error, hint, retry_in_ms, "Cannot connect to the MQTT broker.");
+                        tracing::error!(lane, %error, hint, retry_in_ms, "Cannot connect to the MQTT broker.");
                     } else {
-                        tracing::warn!(%error, retry_in_ms, "Cannot connect to the MQTT broker.");
+                        tracing::warn!(lane, %error, retry_in_ms, "Cannot connect to the MQTT broker.");
                     }
-                    last_failure = Some(text);
                     tokio::select! {
                         () = stop.cancelled() => break,
                         () = tokio::time::sleep(backoff) => {}
@@ -350,15 +444,39 @@ impl Driver {
         }
     }
 
+    /// Passes a message that arrived on a subscribed topic on.
+    fn forward(&self, p: &rumqttc::Publish) {
+        let r = Received { topic: p.topic.clone(), payload: p.payload.to_vec() };
+        if self.received.try_send(r).is_err() {
+            Metrics::inc(&self.lane.metrics.counters.commands_failed);
+            tracing::warn!(topic = %p.topic, "Dropped an incoming MQTT message: too many waiting.");
+        }
+    }
+
+    /// Drops the events rumqttc buffered on the lost connection, which it would hand out on the
+    /// next one: an `Outgoing::Publish` of the old connection would be matched to the first
+    /// message of the new one and shift every later match, so that a message is published but
+    /// never counted as acknowledged. Messages received are passed on.
+    fn drop_stale_events(&mut self) {
+        for event in std::mem::take(&mut self.eventloop.state.events) {
+            if let MqttEvent::Incoming(Incoming::Publish(p)) = event {
+                self.forward(&p);
+            }
+        }
+    }
+
     fn on_connack(&mut self) {
         // With a clean session the event loop dropped whatever it had; so do we, then resend all.
         self.eventloop.pending.clear();
-        let ledger = self.ledger.clone();
-        let mut state = ledger.lock();
-        state.connected = true;
-        Metrics::set(&ledger.metrics.gauges.mqtt_connected, 1);
-        for filter in ledger.subscribe.iter() {
-            if let Err(error) = ledger.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+        self.drop_stale_events();
+        let lane = self.lane.clone();
+        let mut state = lane.lock();
+        if !state.connected {
+            state.connected = true;
+            lane.count_connection(true);
+        }
+        for filter in lane.subscribe.iter() {
+            if let Err(error) = lane.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                 tracing::warn!(%error, filter = %filter, "Could not subscribe.");
             }
         }
@@ -366,25 +484,31 @@ impl Driver {
         state.by_pkid.clear();
         state.collided = None;
         let ids: Vec<u64> = state.entries.keys().copied().collect();
-        if !state.closed {
+        if let Some(topic) = lane.status_topic.as_ref().filter(|_| !state.closed) {
             let (done, _) = watch::channel(false);
             let id = state.next_id;
             state.next_id += 1;
-            let topic = ledger.status_topic.clone();
-            state.entries.insert(
-                id,
-                Entry { topic, payload: b"online".to_vec(), retain: true, qn: None, done, sends: 0, spooled: false },
-            );
-            Metrics::inc(&ledger.metrics.counters.mqtt_published);
-            ledger.send(&mut state, id);
+            let entry = Entry {
+                topic: topic.clone(),
+                payload: b"online".to_vec(),
+                retain: true,
+                qn: None,
+                done,
+                sends: 0,
+                spooled: false,
+            };
+            state.entries.insert(id, entry);
+            Metrics::add(&lane.metrics.gauges.mqtt_unacked, 1);
+            Metrics::inc(&lane.metrics.counters.mqtt_published);
+            lane.send(&mut state, id);
         }
         for id in ids {
-            ledger.send(&mut state, id);
+            lane.send(&mut state, id);
         }
     }
 
     fn on_outgoing(&mut self, pkid: u16, collided: bool) {
-        let mut state = self.ledger.lock();
+        let mut state = self.lane.lock();
         if !collided {
             if let Some((p, id)) = state.collided {
                 if p == pkid {
@@ -404,21 +528,21 @@ impl Driver {
             state.by_pkid.insert(pkid, id);
         }
         if let Some(e) = state.entries.get(&id) {
-            self.ledger.metrics.emit(Event::Published { topic: e.topic.clone(), qn: e.qn.clone() });
+            self.lane.metrics.emit(Event::Published { topic: e.topic.clone(), qn: e.qn.clone() });
         }
     }
 
     fn on_puback(&mut self, pkid: u16) {
-        let mut state = self.ledger.lock();
+        let mut state = self.lane.lock();
         let Some(id) = state.by_pkid.remove(&pkid) else {
             tracing::debug!(pkid, "PUBACK for a packet id the ledger does not track.");
             return;
         };
         if let Some(entry) = state.entries.remove(&id) {
-            Metrics::set(&self.ledger.metrics.gauges.mqtt_unacked, state.entries.len() as u64);
+            Metrics::sub(&self.lane.metrics.gauges.mqtt_unacked, 1);
             drop(state);
-            Metrics::inc(&self.ledger.metrics.counters.mqtt_acked);
-            self.ledger.metrics.emit(Event::Acked { topic: entry.topic, qn: entry.qn });
+            Metrics::inc(&self.lane.metrics.counters.mqtt_acked);
+            self.lane.metrics.emit(Event::Acked { topic: entry.topic, qn: entry.qn });
             entry.done.send_replace(true);
         }
     }
@@ -426,10 +550,12 @@ impl Driver {
     /// Marks the connection down and drains rumqttc's queues; returns whether it was up.
     fn on_error(&mut self) -> bool {
         let was = {
-            let mut state = self.ledger.lock();
+            let mut state = self.lane.lock();
             let was = state.connected;
+            if was {
+                self.lane.count_connection(false);
+            }
             state.connected = false;
-            Metrics::set(&self.ledger.metrics.gauges.mqtt_connected, 0);
             state.fifo.clear();
             state.by_pkid.clear();
             state.collided = None;
@@ -438,8 +564,21 @@ impl Driver {
         // Anything put into the channel before `connected` went false is drained here.
         self.eventloop.clean();
         self.eventloop.pending.clear();
+        self.drop_stale_events();
         was
     }
+}
+
+/// The lane, of `lanes`, that carries `topic`: a hash of the topic without its last level, so
+/// `{prefix}/{mn}/{cn}` goes by its site.
+fn lane_index(topic: &str, lanes: usize) -> usize {
+    if lanes <= 1 {
+        return 0;
+    }
+    let group = topic.rsplit_once('/').map_or(topic, |(group, _)| group);
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(group, &mut hasher);
+    usize::try_from(std::hash::Hasher::finish(&hasher) % lanes as u64).unwrap_or(0)
 }
 
 const TLS_HINT: &str =
@@ -462,5 +601,29 @@ fn configuration_hint(error: &ConnectionError) -> Option<&'static str> {
         ConnectionError::Tls(_) => Some(TLS_HINT),
         ConnectionError::Io(e) | ConnectionError::MqttState(StateError::Io(e)) if tls(e) => Some(TLS_HINT),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sites_topics_share_a_lane_and_sites_spread_over_all_lanes() {
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..200 {
+            let mn = format!("010000A8900016F0001{i:05}");
+            let lane = lane_index(&format!("hj212/{mn}/2011"), 4);
+            for cn in ["2051", "2061", "2031", "3020"] {
+                assert_eq!(lane_index(&format!("hj212/{mn}/{cn}"), 4), lane, "{mn} {cn}");
+            }
+            // A prefix with levels of its own changes nothing.
+            let deep = lane_index(&format!("org/env/hj212/{mn}/2011"), 4);
+            assert_eq!(lane_index(&format!("org/env/hj212/{mn}/2051"), 4), deep);
+            used.insert(lane);
+        }
+        assert_eq!(used.len(), 4, "lanes used: {used:?}");
+        assert_eq!(lane_index("hj212/anything/2011", 1), 0);
+        assert_eq!(lane_index("no-levels", 3), lane_index("no-levels", 3));
     }
 }

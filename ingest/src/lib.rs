@@ -116,7 +116,7 @@ impl Handle {
         Reloader { registry: self.registry.clone(), metrics: self.metrics.clone(), quality: self.quality.clone() }
     }
 
-    /// True while the MQTT connection is up.
+    /// True while every MQTT connection is up.
     #[must_use]
     pub fn mqtt_connected(&self) -> bool {
         self.ledger.is_connected()
@@ -207,6 +207,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         credentials: config.mqtt.username.clone().map(|u| (u, config.mqtt.password.clone().unwrap_or_default())),
         tls: if config.mqtt.embedded() { None } else { config.mqtt.tls.client_config(&mqtt_addr.0)? },
         keep_alive: Duration::from_secs(config.mqtt.keep_alive_secs),
+        connections: config.mqtt.connections,
         max_unacked: config.mqtt.max_unacked,
         inflight: config.mqtt.inflight,
         status_topic: format!("{}/status/{}", config.mqtt.prefix, config.instance),

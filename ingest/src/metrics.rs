@@ -154,8 +154,10 @@ gauges! {
     connections_open,
     /// 1 once every listener is bound.
     listeners_bound,
-    /// 1 while the MQTT connection is up.
+    /// 1 while every MQTT connection (`mqtt.connections`) is up.
     mqtt_connected,
+    /// MQTT connections up.
+    mqtt_connections_up,
     /// Messages in the MQTT ledger waiting for their PUBACK.
     mqtt_unacked,
     /// 1 when a spool is configured.
@@ -420,6 +422,11 @@ impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` from a gauge, stopping at zero.
+    pub fn sub(gauge: &AtomicU64, n: u64) {
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
     }
 
     /// Counts the deviations of one frame.

@@ -218,6 +218,81 @@ async fn mosquitto_killed_mid_stream_and_restarted_loses_nothing_and_keeps_order
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Sixteen sites over a pool of four broker connections, through a broker restart: every frame
+/// arrives, each site's frames in the order sent, and every connection comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_of_connections_keeps_each_sites_order_through_a_broker_restart() {
+    const SITES: usize = 16;
+    const CONNECTIONS: u64 = 4;
+    let mns: Vec<String> = (0..SITES).map(|i| format!("010000A8900016F0001{i:05}")).collect();
+    let dir = temp_dir();
+    let Some(mut broker) = Mosquitto::start(free_port(), &dir).await else { return };
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", broker.port).parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let d = Daemon::start(|c| {
+        external(c, proxy.addr.port());
+        c.mqtt.connections = CONNECTIONS as usize;
+        c.registry.extend(mns.iter().map(|mn| entry(mn, PW)));
+    })
+    .await;
+    until("every connection up", WAIT, || d.counter("mqtt_connections_up") == CONNECTIONS).await;
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    let mut daus = Vec::new();
+    for _ in &mns {
+        daus.push(Dau::connect(d.addr()).await);
+    }
+    let qn = |i: usize| format!("2024010203070{i:04}");
+    let send = async |range: std::ops::Range<usize>, daus: &mut Vec<Dau>| {
+        for i in range {
+            for (dau, mn) in daus.iter_mut().zip(&mns) {
+                dau.send(&upload_from(mn, &qn(i), 2011, true, PW)).await;
+            }
+        }
+    };
+    let mut seen: Vec<(String, String)> = Vec::new();
+    send(0..5, &mut daus).await;
+    while seen.len() < 5 * SITES {
+        let (_, v) = sub.next().await;
+        seen.push((v["mn"].as_str().unwrap().into(), v["qn"].as_str().unwrap().into()));
+    }
+
+    proxy.set_gate(false);
+    broker.kill();
+    proxy.cut_all();
+    send(5..10, &mut daus).await;
+    until("every connection to notice the outage", WAIT, || d.counter("mqtt_connections_up") == 0).await;
+    broker.restart().await;
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
+    proxy.set_gate(true);
+    send(10..15, &mut daus).await;
+
+    let expected: Vec<String> = (0..15).map(qn).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while mns.iter().any(|mn| firsts(&seen, mn).len() < expected.len()) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some((_, v)) = sub.next_within(left).await else {
+            let counts: Vec<usize> = mns.iter().map(|mn| firsts(&seen, mn).len()).collect();
+            panic!("lost messages, per site: {counts:?}");
+        };
+        seen.push((v["mn"].as_str().unwrap().into(), v["qn"].as_str().unwrap().into()));
+    }
+    for mn in &mns {
+        assert_eq!(firsts(&seen, mn), expected, "order of site {mn}");
+    }
+    for (dau, mn) in daus.iter_mut().zip(&mns) {
+        let mut answered = HashSet::new();
+        while answered.len() < expected.len() {
+            let a = timeout(Duration::from_secs(20), dau.frame()).await.unwrap_or_else(|_| panic!("9014s for {mn}"));
+            answered.insert(a.field("QN").unwrap().to_string());
+        }
+    }
+    until("every connection back", WAIT, || d.counter("mqtt_connections_up") == CONNECTIONS).await;
+    assert_eq!(d.counter("mqtt_connected"), 1);
+    d.stop().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The daemon (a child process) is killed with SIGKILL while a site streams frames; a new daemon
 /// on the same spool then delivers every frame that had been acknowledged to the site.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
