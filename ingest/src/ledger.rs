@@ -419,7 +419,8 @@ impl LaneDriver {
                 Err(error) => {
                     Metrics::inc(&self.lane.metrics.counters.mqtt_errors);
                     let was_connected = self.on_error();
-                    let retry_in_ms = backoff.as_millis() as u64;
+                    let wait = jitter(backoff);
+                    let retry_in_ms = wait.as_millis() as u64;
                     let text = error.to_string();
                     let repeated = {
                         let mut last = self.last_failure.lock().unwrap_or_else(PoisonError::into_inner);
@@ -436,7 +437,7 @@ impl LaneDriver {
                     }
                     tokio::select! {
                         () = stop.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -569,6 +570,15 @@ impl LaneDriver {
     }
 }
 
+/// `d` scaled by a random factor in [0.75, 1.25), so that the lanes, and the ingest instances
+/// of a cluster, do not all reconnect to a restarted broker at the same instants.
+fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // `RandomState` is seeded from the operating system's generator; no cryptographic need here.
+    let x = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    d.mul_f64(0.75 + (x % 1000) as f64 / 2000.0)
+}
+
 /// The lane, of `lanes`, that carries `topic`: a hash of the topic without its last level, so
 /// `{prefix}/{mn}/{cn}` goes by its site.
 fn lane_index(topic: &str, lanes: usize) -> usize {
@@ -625,5 +635,13 @@ mod tests {
         assert_eq!(used.len(), 4, "lanes used: {used:?}");
         assert_eq!(lane_index("hj212/anything/2011", 1), 0);
         assert_eq!(lane_index("no-levels", 3), lane_index("no-levels", 3));
+    }
+
+    #[test]
+    fn reconnect_delays_are_spread_around_the_backoff() {
+        let d = Duration::from_millis(1000);
+        let delays: std::collections::BTreeSet<Duration> = (0..50).map(|_| jitter(d)).collect();
+        assert!(delays.iter().all(|j| (750..1250).contains(&j.as_millis())), "{delays:?}");
+        assert!(delays.len() > 10, "not spread: {delays:?}");
     }
 }
