@@ -149,6 +149,21 @@ async fn mosquitto_frames_in_payloads_out_and_9014_only_after_puback() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A Mosquitto, a proxy in front of it and a daemon that reaches the broker through the proxy
+/// (configured further by `edit`); the proxy keeps the daemon away from a restarted broker until
+/// the test's new subscriber is in.
+async fn behind_proxy(dir: &Path, edit: impl FnOnce(&mut hj212_ingest::Config)) -> Option<(Mosquitto, Proxy, Daemon)> {
+    let broker = Mosquitto::start(free_port(), dir).await?;
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", broker.port).parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let d = Daemon::start(|c| {
+        external(c, proxy.addr.port());
+        edit(c);
+    })
+    .await;
+    Some((broker, proxy, d))
+}
+
 /// First occurrences of QNs, per MN, in arrival order.
 fn firsts(seen: &[(String, String)], mn: &str) -> Vec<String> {
     let mut set = HashSet::new();
@@ -159,15 +174,7 @@ fn firsts(seen: &[(String, String)], mn: &str) -> Vec<String> {
 async fn mosquitto_killed_mid_stream_and_restarted_loses_nothing_and_keeps_order() {
     const MN2: &str = "010000A8900016F000169DC2";
     let dir = temp_dir();
-    let Some(mut broker) = Mosquitto::start(free_port(), &dir).await else { return };
-    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", broker.port).parse().unwrap();
-    // The proxy keeps the daemon away from the restarted broker until the new subscriber is in.
-    let proxy = Proxy::start(upstream).await;
-    let d = Daemon::start(|c| {
-        external(c, proxy.addr.port());
-        c.registry.push(entry(MN2, PW));
-    })
-    .await;
+    let Some((mut broker, proxy, d)) = behind_proxy(&dir, |c| c.registry.push(entry(MN2, PW))).await else { return };
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     // MN asks for 9014s (held in the ledger); MN2 does not (held in the spool).
     let mut acked_dau = Dau::connect(d.addr()).await;
@@ -226,15 +233,14 @@ async fn a_pool_of_connections_keeps_each_sites_order_through_a_broker_restart()
     const CONNECTIONS: u64 = 4;
     let mns: Vec<String> = (0..SITES).map(|i| format!("010000A8900016F0001{i:05}")).collect();
     let dir = temp_dir();
-    let Some(mut broker) = Mosquitto::start(free_port(), &dir).await else { return };
-    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", broker.port).parse().unwrap();
-    let proxy = Proxy::start(upstream).await;
-    let d = Daemon::start(|c| {
-        external(c, proxy.addr.port());
+    let Some((mut broker, proxy, d)) = behind_proxy(&dir, |c| {
         c.mqtt.connections = CONNECTIONS as usize;
         c.registry.extend(mns.iter().map(|mn| entry(mn, PW)));
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     until("every connection up", WAIT, || d.counter("mqtt_connections_up") == CONNECTIONS).await;
     let mut sub = Subscriber::connect(("127.0.0.1", broker.port)).await;
     let mut daus = Vec::new();
