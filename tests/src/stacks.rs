@@ -11,16 +11,17 @@ use std::process::Command;
 pub fn dump(what: &str) {
     let Some(path) = std::env::var_os("HJ212_E2E_STACKS") else { return };
     let pid = std::process::id().to_string();
-    let out = Command::new("gdb").args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt"]).output();
-    let text = match out {
-        Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-        Err(e) => format!("gdb could not run: {e}\n"),
-    };
-    let written = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "===== timed out waiting for {what}\n{text}"));
+    // gdb writes straight into the file: through a pipe it would fill the pipe and wait for
+    // this process, which it has stopped, to read it.
+    let written = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| {
+        writeln!(f, "===== timed out waiting for {what}")?;
+        let status = Command::new("gdb")
+            .args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt"])
+            .stdout(f.try_clone()?)
+            .stderr(f.try_clone()?)
+            .status()?;
+        writeln!(f, "===== gdb: {status}")
+    });
     match written {
         Ok(()) => eprintln!("stacks of every thread written to {}", path.to_string_lossy()),
         Err(e) => eprintln!("stacks not written to {}: {e}", path.to_string_lossy()),
