@@ -430,6 +430,10 @@ pub struct Platform {
     pub re_count: u16,
     /// Backlog records replayed per second after a reconnect (live data goes first).
     pub replay_per_sec: u32,
+    /// At a (re)connection, records written this many seconds before it still count as live:
+    /// they go out at once, ahead of the older backlog, so that after a short cut the newest
+    /// values arrive first. 0: only records written after the connection came up are live.
+    pub live_window_secs: u32,
     /// Uploads waiting for `9014` at once.
     pub max_in_flight: usize,
     /// First reconnect delay, milliseconds (doubles up to `reconnect_max_ms`, with jitter).
@@ -465,6 +469,7 @@ impl fmt::Debug for Platform {
             .field("over_time_secs", &self.over_time_secs)
             .field("re_count", &self.re_count)
             .field("replay_per_sec", &self.replay_per_sec)
+            .field("live_window_secs", &self.live_window_secs)
             .field("max_in_flight", &self.max_in_flight)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
@@ -491,6 +496,7 @@ impl Default for Platform {
             over_time_secs: 10,
             re_count: 3,
             replay_per_sec: 5,
+            live_window_secs: 120,
             max_in_flight: 8,
             reconnect_min_ms: 1000,
             reconnect_max_ms: 60_000,

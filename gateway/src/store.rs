@@ -101,6 +101,8 @@ const DROP_SCAN_LIMIT: usize = 10_000;
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(2);
 /// The tree of queue lengths.
 const COUNTS: &str = "counts";
+/// Records [`Store::first_written_since`] looks back at most.
+pub const TAIL_SCAN_LIMIT: usize = 100_000;
 
 /// A store error (IO or database).
 #[derive(Debug)]
@@ -239,6 +241,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The newest sequence number in `platform`'s queue.
     fn last_seq(&self, platform: &str) -> Option<u64>;
+
+    /// The oldest of the records at the tail of `platform`'s queue written at or after
+    /// `since_ms` (UTC milliseconds): where the newest data starts. `None` when the newest record
+    /// is older, or the queue is empty. Looks at most [`TAIL_SCAN_LIMIT`] records back.
+    fn first_written_since(&self, platform: &str, since_ms: i64) -> Option<u64> {
+        let _ = (platform, since_ms);
+        None
+    }
 
     /// Aggregate records of `cn` whose `DataTime` is in `begin_ms..=end_ms`, oldest first, at
     /// most `limit`.
@@ -875,6 +885,27 @@ impl Store for SledStore {
     fn queue_len(&self, platform: &str) -> u64 {
         let unreadable = u64::from(self.in_flight.load(Ordering::SeqCst));
         self.counted_len(platform).saturating_sub(unreadable)
+    }
+
+    fn first_written_since(&self, platform: &str, since_ms: i64) -> Option<u64> {
+        self.with_db(|db| {
+            let Some(queue) = db.queue(platform) else { return Ok(None) };
+            let end = self.unflushed_from.load(Ordering::SeqCst);
+            let mut first = None;
+            for item in queue.tree.range(..end.to_be_bytes()).rev().take(TAIL_SCAN_LIMIT) {
+                let (k, v) = item?;
+                let Ok(key) = <[u8; 8]>::try_from(k.as_ref()) else { continue };
+                // A corrupt record is skipped here and set aside when it is read.
+                let Some(r) = Record::decode(&v) else { continue };
+                if r.written_ms < since_ms {
+                    break;
+                }
+                first = Some(u64::from_be_bytes(key));
+            }
+            Ok(first)
+        })
+        .ok()
+        .flatten()
     }
 
     fn last_seq(&self, platform: &str) -> Option<u64> {

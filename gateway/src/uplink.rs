@@ -3,10 +3,11 @@
 //!
 //! # Delivery
 //!
-//! - On connect, the queue's newest sequence number splits it in two: the **backlog** (records
-//!   written before the connection) is replayed oldest first at `replay_per_sec`, and **live**
-//!   records (written since) go out as soon as they are stored. At most `max_in_flight` uploads
-//!   wait for their `9014` at once.
+//! - On connect, the queue is split in two: the **backlog** (records written more than
+//!   `live_window_secs` before the connection) is replayed oldest first at `replay_per_sec`, and
+//!   **live** records (written since, including those of the window) go out at once, in the
+//!   order written, ahead of the backlog; so after a short cut the newest values arrive first,
+//!   however long the backlog. At most `max_in_flight` uploads wait for their `9014` at once.
 //! - With `ack = true` an upload carries Flag A=1 and its record is deleted only on the
 //!   session's [`Event::Acked`]; with `ack = false` it is deleted once written to the socket.
 //! - Any upload the session gives up on ([`Event::Failed`], after `OverTime` × `ReCount`), a
@@ -18,8 +19,9 @@
 //!
 //! # HJ 212-2025 platforms (`version = 2025`)
 //!
-//! - Uploads carry `Flag` version bits 2; records replayed from the backlog carry `RF=1`
-//!   (back-fill); live records still go first.
+//! - Uploads carry `Flag` version bits 2; every record stored before the connection came up
+//!   (the backlog, and the live window sent ahead of it) carries `RF=1` (back-fill), since it
+//!   is sent late; records stored since go out without it.
 //! - With `encryption = "sm4"`, frames of the commands HJ 212-2025 §6.4.4 lists are sealed on
 //!   their way to the socket and frames from the platform are opened before they are decoded
 //!   ([`crate::v2025`]); a frame no key opens is logged, counted
@@ -194,6 +196,8 @@ struct Link<'a> {
     /// Records written to the session without an ack request: delete once written.
     written_unacked: Vec<u64>,
     live_next: u64,
+    /// The newest record stored when the connection came up: everything up to it is sent late.
+    stored_before: Option<u64>,
     backlog_next: u64,
     /// The newest record at connect time; `None` when the queue was empty (sequence numbers
     /// start at 0, so the first record ever is live, not backlog).
@@ -229,7 +233,17 @@ impl<'a> Link<'a> {
         // While registration is pending we have no MN, and CN 1002 carries the new one.
         cfg.checks = Checks { commands: Some(commands), mn: !up.mn.is_empty(), ..Checks::default() };
         cfg.limits.max_exchanges = cfg.limits.max_exchanges.max(platform.max_in_flight + 8);
-        let backlog_end = site.store.last_seq(&platform.name);
+        // Records written within the live window before this connection go first, as live data;
+        // the backlog is what is older (replayed oldest first, paced).
+        let last = site.store.last_seq(&platform.name);
+        let since = site.clock.utc_ms().saturating_sub(i64::from(platform.live_window_secs) * 1000);
+        let live_from =
+            if platform.live_window_secs == 0 { None } else { site.store.first_written_since(&platform.name, since) };
+        let (live_next, backlog_end) = match (live_from, last) {
+            (Some(first), _) => (first, first.checked_sub(1)),
+            (None, Some(last)) => (last.saturating_add(1), Some(last)),
+            (None, None) => (0, None),
+        };
         let now = Instant::now();
         Self {
             site,
@@ -241,7 +255,8 @@ impl<'a> Link<'a> {
             start: now,
             in_flight: HashMap::new(),
             written_unacked: Vec::new(),
-            live_next: backlog_end.map_or(0, |s| s.saturating_add(1)),
+            live_next,
+            stored_before: last,
             backlog_next: 0,
             backlog_end,
             next_backlog_at: now,
@@ -513,7 +528,10 @@ impl<'a> Link<'a> {
             }
             for (seq, rec) in live {
                 self.live_next = seq + 1;
-                self.submit(seq, &rec, false);
+                // A record of the live window was stored before this connection: it is sent
+                // late, so an HJ 212-2025 platform gets it marked as back-fill too.
+                let late = self.stored_before.is_some_and(|last| seq <= last);
+                self.submit(seq, &rec, late);
             }
         }
         while self.backlog_pending()
@@ -538,8 +556,8 @@ impl<'a> Link<'a> {
     }
 
     /// The stored packet, adapted to this platform: its password, MN and protocol version, and
-    /// for an HJ 212-2025 platform the back-fill marker `RF=1` on records replayed from the
-    /// backlog.
+    /// for an HJ 212-2025 platform the back-fill marker `RF=1` on records stored before the
+    /// connection came up.
     fn adapt(&self, rec: &Record, keep_qn: bool, backfill: bool) -> Option<OwnedPacket> {
         let Split::Frame(frame) = Splitter::default().split(&rec.frame, true) else { return None };
         let packet = Packet::parse(frame.data()).ok()?;

@@ -2,9 +2,11 @@
 //! pty and the recording platform (tests/common/recorder.rs) on loopback. The platform goes down,
 //! the daemon keeps acquiring at the standard's intervals (`RtdInterval` 30 s, `MinInterval`
 //! 10 min) on a data clock running 8640× real time (a day in 10 s), then the platform comes back
-//! on the same port. Checked: every record queued during the outage is delivered, the backlog
-//! oldest first (store order), live records are delivered while the backlog replays, and live
-//! records keep their order too. Every wait is bounded.
+//! on the same port. Checked: every record queued during the outage is delivered; the records
+//! written in the live window before the reconnection (`live_window_secs`, here 2 s of the 10 s
+//! outage) go first and in store order, the older backlog follows oldest first (store order),
+//! and new live records are delivered while the backlog replays, in their order too. Every wait
+//! is bounded.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +33,8 @@ const ORIGIN: DateTime = DateTime { year: 2026, month: 1, day: 1, hour: 0, minut
 /// Data-clock speed: a simulated day passes in 10 s.
 const FACTOR: u32 = 8640;
 const DAY_MS: i64 = 86_400_000;
+/// The live window: the last 2 s of the outage (about five simulated hours).
+const WINDOW_SECS: u32 = 2;
 
 fn config(dir: &Path, device: &Path, addr: SocketAddr) -> Config {
     let mut c = common::config(dir, device, addr);
@@ -44,6 +48,7 @@ fn config(dir: &Path, device: &Path, addr: SocketAddr) -> Config {
     p.reconnect_max_ms = 300;
     p.replay_per_sec = 2000;
     p.max_in_flight = 16;
+    p.live_window_secs = WINDOW_SECS;
     c
 }
 
@@ -106,11 +111,11 @@ async fn a_day_long_outage_is_delivered_in_order_with_live_data_during_the_repla
     })
     .await
     .expect("the data clock did not pass a day");
-    let queued: Vec<(u64, String, u16)> = store
+    let queued: Vec<(u64, String, u16, i64)> = store
         .queue_range("p", 0, 1_000_000)
         .unwrap()
         .into_iter()
-        .map(|(seq, r)| (seq, qn_of(&r.frame), r.cn))
+        .map(|(seq, r)| (seq, qn_of(&r.frame), r.cn, r.written_ms))
         .collect();
     let count = |cn: u16| queued.iter().filter(|q| q.2 == cn).count();
     // A day at these intervals: a 2011 per poll cycle, 144 ten-minute, 24 hourly records, a daily one.
@@ -122,6 +127,7 @@ async fn a_day_long_outage_is_delivered_in_order_with_live_data_during_the_repla
 
     // The platform comes back on the same port.
     let before = seen.lock().unwrap().conns.len();
+    let reconnect_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let up2 = CancellationToken::new();
     recorder::serve(bind_again(addr).await, seen.clone(), MN, PW, Duration::ZERO, 2, up2.clone());
     let position: HashMap<&str, usize> = queued.iter().enumerate().map(|(i, q)| (q.1.as_str(), i)).collect();
@@ -149,9 +155,21 @@ async fn a_day_long_outage_is_delivered_in_order_with_live_data_during_the_repla
     // Every queued record arrived once on the new link (one connection: no drop, no resend).
     let backlog: Vec<&recorder::Receipt> = delivered.iter().filter(|r| position.contains_key(r.qn.as_str())).collect();
     assert_eq!(backlog.len(), queued.len(), "a queued record arrived twice");
-    // The backlog in store order, oldest first.
+    // The live window first: the first queued record to arrive is the oldest one written within
+    // the window before the reconnection, not the oldest of the outage.
     let order: Vec<usize> = backlog.iter().map(|r| position[r.qn.as_str()]).collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "backlog replayed out of store order");
+    let window_start = order[0];
+    assert!(window_start > 0, "the oldest record went first: the live window was not used");
+    let window_ms = i64::from(WINDOW_SECS) * 1000;
+    let written = queued[window_start].3;
+    assert!(written >= reconnect_ms - window_ms - 1000, "the first record was written before the window");
+    assert!(queued[window_start - 1].3 < reconnect_ms + 1000 - window_ms, "the window started late");
+    // Both runs in store order: the window's records, and the older backlog oldest first.
+    let recent: Vec<usize> = order.iter().copied().filter(|&p| p >= window_start).collect();
+    let older: Vec<usize> = order.iter().copied().filter(|&p| p < window_start).collect();
+    assert!(recent.windows(2).all(|w| w[0] < w[1]), "the live window's records out of store order");
+    assert!(older.windows(2).all(|w| w[0] < w[1]), "backlog replayed out of store order");
+    assert_eq!(older.len(), window_start, "backlog records missing");
     // Live data flowed during the replay: records newer than the queue at reconnect went out
     // before the backlog was finished (the backlog is oldest first, so any record not in it that
     // arrives before its last one can only be live), and in their own order.

@@ -396,6 +396,7 @@ async fn after_an_outage_live_data_goes_first_and_the_backlog_carries_rf_1() {
     p.encryption = Encryption::Sm4;
     p.key = Some(KEY1.into());
     p.replay_per_sec = 2; // slow replay, so live records have to overtake it
+    p.live_window_secs = 0; // every record of the outage is backlog, replayed at that pace
     cfg.platform = vec![p];
     let shutdown = CancellationToken::new();
     let clock = Arc::new(ScaledClock::new(ORIGIN, 1));

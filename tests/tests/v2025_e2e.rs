@@ -334,6 +334,8 @@ async fn scenario(form: Form) {
         p.key_rotation_days = 90;
         // A slow replay, so that live records have to overtake the backlog.
         p.replay_per_sec = 2;
+        // Every record of the outage is backlog, replayed at that pace, so that live data overtakes it.
+        p.live_window_secs = 0;
     }
     let gw25_token = CancellationToken::new();
     let clock25 = Arc::new(ScaledClock::new(ORIGIN, 30));
