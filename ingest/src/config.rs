@@ -252,7 +252,7 @@ impl Default for Mqtt {
             keep_alive_secs: 30,
             max_unacked: 10_000,
             inflight: 1000,
-            connections: 4,
+            connections: 1,
             tls: MqttTls::default(),
         }
     }
