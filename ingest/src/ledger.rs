@@ -27,9 +27,9 @@
 //!   one, where it would be sent twice and shift the FIFO.
 //! * One task owns the `EventLoop` and polls it forever (with backoff on errors); the poll future
 //!   is never cancelled except at the very end of shutdown.
-//! * Events rumqttc buffered on a lost connection are dropped before the next one is used (it
-//!   would hand them out after the CONNACK, and a stale `Outgoing::Publish` would shift the FIFO);
-//!   messages received among them are passed on.
+//! * Events rumqttc buffered on a lost connection are taken before the next one is used (it
+//!   would hand them out after the CONNACK, and a stale `Outgoing::Publish` would shift the FIFO):
+//!   PUBACKs among them are matched first, messages received passed on, the rest dropped.
 //! * A message leaves the ledger only on its PUBACK.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -454,14 +454,18 @@ impl LaneDriver {
         }
     }
 
-    /// Drops the events rumqttc buffered on the lost connection, which it would hand out on the
+    /// Takes the events rumqttc buffered on the lost connection, which it would hand out on the
     /// next one: an `Outgoing::Publish` of the old connection would be matched to the first
-    /// message of the new one and shift every later match, so that a message is published but
-    /// never counted as acknowledged. Messages received are passed on.
+    /// message of the new one and shift every later match, so it is dropped. PUBACKs among them
+    /// are real (the broker has those messages) and are matched; messages received are passed on.
     fn drop_stale_events(&mut self) {
         for event in std::mem::take(&mut self.eventloop.state.events) {
-            if let MqttEvent::Incoming(Incoming::Publish(p)) = event {
-                self.forward(&p);
+            match event {
+                MqttEvent::Incoming(Incoming::Publish(p)) => self.forward(&p),
+                // A PUBACK the broker did send: its message is safe, and is matched while the
+                // lost connection's packet ids are still known (`on_error` runs this first).
+                MqttEvent::Incoming(Incoming::PubAck(ack)) => self.on_puback(ack.pkid),
+                _ => {}
             }
         }
     }
@@ -550,6 +554,8 @@ impl LaneDriver {
 
     /// Marks the connection down and drains rumqttc's queues; returns whether it was up.
     fn on_error(&mut self) -> bool {
+        // Buffered events first, while the lost connection's packet ids are still mapped.
+        self.drop_stale_events();
         let was = {
             let mut state = self.lane.lock();
             let was = state.connected;
@@ -565,7 +571,6 @@ impl LaneDriver {
         // Anything put into the channel before `connected` went false is drained here.
         self.eventloop.clean();
         self.eventloop.pending.clear();
-        self.drop_stale_events();
         was
     }
 }
