@@ -1,4 +1,5 @@
-//! Open code spaces of the header and `CP`: command codes, data flags, answer codes, item suffixes.
+//! Open code spaces of the header and `CP`: command codes, data flags, answer codes, item suffixes,
+//! and the HJ 212-2025 calibration types and check results.
 //!
 //! Each is an enum with an `Other` arm, so every well-formed value survives a round trip.
 //! Names, numbers and meanings are those of HJ 212-2017 Tables 6–9 and §6.3.3; 2005 values are
@@ -244,6 +245,43 @@ open_code! {
     }
 }
 
+open_code! {
+    /// `CalibrationType` of an HJ 212-2025 3011 request, "zero (span) calibration and adjustment",
+    /// **provisional**.
+    ///
+    /// The 2025 digest (§5.1, Appendix C table C41) gives `0` for zero and `1` for span, from one
+    /// public implementation only; the standard's own table could not be read. Any other value is
+    /// kept as [`CalibrationType::Other`].
+    CalibrationType: u8 {
+        /// 0: zero-point calibration.
+        Zero = 0, "zero calibration";
+        /// 1: span (range) calibration.
+        Span = 1, "span calibration";
+    }
+}
+
+open_code! {
+    /// `xxxxxx-ResultType` of an HJ 212-2025 2062 standard-check upload, **provisional**.
+    ///
+    /// The result of an automatic standard-sample check, or of the verification after an automatic
+    /// calibration: `1` passed, `0` failed (2025 digest §5.1, Appendix C table C59; one public
+    /// implementation only). Any other value is kept as [`CheckResult::Other`].
+    CheckResult: u8 {
+        /// 0: the check failed.
+        Fail = 0, "check failed";
+        /// 1: the check passed.
+        Pass = 1, "check passed";
+    }
+}
+
+impl CheckResult {
+    /// True for [`CheckResult::Pass`].
+    #[must_use]
+    pub const fn is_pass(self) -> bool {
+        matches!(self, Self::Pass)
+    }
+}
+
 /// A data flag `xxxxxx-Flag` (HJ 212-2017 Table 8; the 2005 set; HJ 212-2025 `Td`).
 ///
 /// The flag is an opaque string on the wire; the known ones are named.
@@ -468,5 +506,20 @@ mod tests {
         }
         assert_eq!(QnRtn::from_value(3), QnRtn::BadPassword);
         assert_eq!(ExeRtn::from_value(100).label(), Some("no data"));
+    }
+
+    #[test]
+    fn calibration_types_and_check_results_keep_unknown_values() {
+        assert_eq!(CalibrationType::from_value(0), CalibrationType::Zero);
+        assert_eq!(CalibrationType::from_value(1), CalibrationType::Span);
+        assert_eq!(CalibrationType::from_value(7), CalibrationType::Other(7));
+        for v in 0..=u8::MAX {
+            assert_eq!(CalibrationType::from_value(v).value(), v);
+            assert_eq!(CheckResult::from_value(v).value(), v);
+        }
+        assert_eq!(CalibrationType::Span.label(), Some("span calibration"));
+        assert!(CheckResult::from_value(1).is_pass());
+        assert!(!CheckResult::from_value(0).is_pass());
+        assert_eq!(CheckResult::from_value(2), CheckResult::Other(2));
     }
 }

@@ -65,7 +65,7 @@ pub mod session;
 #[cfg(feature = "alloc")]
 pub mod subpacket;
 
-pub use codes::{Command, DataFlag, ExeRtn, QnRtn, Suffix};
+pub use codes::{CalibrationType, CheckResult, Command, DataFlag, ExeRtn, QnRtn, Suffix};
 pub use cp::{Cp, Group, Pair};
 pub use crc::{CrcPolicy, CrcVariant};
 pub use decode::{DecodeOptions, Decoded};

@@ -10,15 +10,28 @@
 //!
 //! Values stay text: HJ 212 numbers are decimals of varying precision (Table 4 `Nx.y`) and
 //! must reach the platform exactly as the analyzer wrote them. [`DataItem::number`] parses on demand.
+//!
+//! The HJ 212-2025 uploads 2013, 2052, 2062 and 2111 decode into [`Message::Data`] like every other
+//! upload, so storing and forwarding them needs nothing new and their re-encoding stays
+//! byte-identical; typed views on top read their own fields ([`Message::raw_data`],
+//! [`Message::standard_check`], [`Message::furnace_temperature`], [`Message::noise_measurement`];
+//! all provisional, see [`RawData`]).
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::codes::{Command, DataFlag, ExeRtn, QnRtn};
+use crate::codes::{CalibrationType, Command, DataFlag, ExeRtn, QnRtn};
 use crate::encode::{OwnedPacket, OwnedPair};
 use crate::error::{Error, ErrorKind};
 use crate::packet::{Flag, Packet};
 use crate::time::DateTime;
+
+mod v2025;
+
+pub use v2025::{
+    FurnaceReading, FurnaceTemperature, NoiseLevel, NoiseMeasurement, RawData, RawSample, StandardCheck,
+    StandardCheckItem,
+};
 
 /// All the values of one code in a data message, in the order received.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,7 +139,8 @@ pub enum Message {
     StartUpload(Command),
     /// 2012 or 2022: stop uploading.
     StopUpload(Command),
-    /// 2031, 2041, 2051, 2061 (and 2025's 2013, 2062) request: history between two times.
+    /// 2031, 2041, 2051, 2061 request: history between two times; also HJ 212-2025's 2013 and 2062,
+    /// and 2011 for electricity-use history under ST 44 (provisional).
     HistoryRequest {
         /// Which history.
         cn: Command,
@@ -135,7 +149,10 @@ pub enum Message {
         /// `EndTime`.
         end: DateTime,
     },
-    /// Data uploads: 2011, 2021, 2031, 2041, 2051, 2061 (and 2025's 2013, 2062, 2111).
+    /// Data uploads: 2011, 2021, 2031, 2041, 2051, 2061, and HJ 212-2025's 2013, 2052, 2062 and 2111
+    /// (provisional), whose fields the typed views [`Message::raw_data`],
+    /// [`Message::noise_measurement`], [`Message::standard_check`] and
+    /// [`Message::furnace_temperature`] read.
     Data {
         /// Which data.
         cn: Command,
@@ -151,14 +168,15 @@ pub enum Message {
         /// `RestartTime`.
         restart_time: DateTime,
     },
-    /// 3011–3014 (and 2025's 3022, 3024): act on an analyzer.
+    /// 3011–3014: act on an analyzer; also HJ 212-2025's 3022 (sample retention) and 3024 (start a
+    /// standard-sample check), provisional.
     AnalyzerControl {
         /// Which action.
         cn: Command,
         /// The analyzer, by pollutant code.
         pol_id: String,
-        /// HJ 212-2025 3011 `CalibrationType` (0 zero, 1 span; provisional).
-        calibration_type: Option<u8>,
+        /// HJ 212-2025 3011 `CalibrationType` (provisional; see [`CalibrationType`]).
+        calibration_type: Option<CalibrationType>,
     },
     /// 3015 request: over-limit sample retention.
     OverLimitSampling,
@@ -385,7 +403,11 @@ impl Message {
             | Command::RawData
             | Command::StandardCheckData
             | Command::FurnaceTemperature
-            | Command::NoiseMeasurement => Self::Data { cn, data_time: f.time("DataTime")?, items: data_items(packet) },
+            | Command::NoiseMeasurement => {
+                let data_time = f.time("DataTime")?;
+                v2025::check_typed_fields(packet, cn)?;
+                Self::Data { cn, data_time, items: data_items(packet) }
+            }
             Command::RestartTime => {
                 Self::RestartTime { data_time: f.time("DataTime")?, restart_time: f.time("RestartTime")? }
             }
@@ -399,6 +421,7 @@ impl Message {
                     Some(p) => Some(
                         p.value()
                             .and_then(|v| v.parse().ok())
+                            .map(CalibrationType::from_value)
                             .ok_or_else(|| err("CalibrationType", 6 + p.value_offset()))?,
                     ),
                     None => None,
@@ -547,7 +570,7 @@ impl Message {
             Self::AnalyzerControl { pol_id, calibration_type, .. } => {
                 let mut group = alloc::vec![OwnedPair::new("PolId", pol_id.clone())];
                 if let Some(t) = calibration_type {
-                    group.push(OwnedPair::new("CalibrationType", t.to_string()));
+                    group.push(OwnedPair::new("CalibrationType", t.value().to_string()));
                 }
                 g.0.push(group);
             }
