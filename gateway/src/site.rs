@@ -19,7 +19,7 @@ use firmware::stats::GasValidity;
 use hj212_codec::Flag;
 use hj212_codec::Version;
 use hj212_codec::message::{Header, Message};
-use hj212_codec::qn::QnGenerator;
+use hj212_codec::qn::SharedQnGenerator;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
@@ -108,7 +108,8 @@ pub struct Site {
     electricity: Vec<Vec<(usize, String)>>,
     state: Mutex<State>,
     maintenance: Mutex<crate::maintenance::Watcher>,
-    qns: Mutex<QnGenerator>,
+    /// The one QN generator of the gateway: records, and every uplink's session and own frames.
+    qns: SharedQnGenerator,
     appended: watch::Sender<u64>,
     ports: Vec<mpsc::Sender<PortCommand>>,
 }
@@ -204,7 +205,7 @@ impl Site {
             store,
             metrics,
             analyzers,
-            qns: Mutex::new(QnGenerator::new()),
+            qns: SharedQnGenerator::new(),
             appended,
             ports,
         }
@@ -337,7 +338,7 @@ impl Site {
     /// The message is too long for one frame (over 9999 bytes).
     pub fn encode(&self, m: &Message) -> Result<Record, hj212_codec::Error> {
         let now = self.clock.now();
-        let qn = lock(&self.qns).next_string(now);
+        let qn = self.qns.next_string(now);
         let site = &self.config.site;
         let header = Header {
             qn: Some(&qn),
@@ -352,6 +353,18 @@ impl Site {
             _ => 0,
         };
         Ok(Record { cn: m.cn(), data_time_ms, written_ms: self.clock.utc_ms(), frame })
+    }
+
+    /// The QN generator every QN of this gateway comes from.
+    ///
+    /// HJ 212-2017 Table 3 wants QNs unique per MN. A stored record keeps the QN it was given
+    /// here, but goes out under the MN of each platform (an assigned one, for a platform that
+    /// registers the DAU), next to the QNs that the uplink's session gives replies and
+    /// sub-packets. So the gateway uses one generator for all of them, whatever the MN: two
+    /// QNs made in the same millisecond by any two of these users never collide.
+    #[must_use]
+    pub const fn qns(&self) -> &SharedQnGenerator {
+        &self.qns
     }
 
     /// A receiver that changes whenever records were appended.

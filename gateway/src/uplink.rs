@@ -55,7 +55,7 @@ use hj212_codec::crypt::Key;
 use hj212_codec::encode::OwnedPacket;
 use hj212_codec::log::Direction;
 use hj212_codec::message::{Header, InfoItem, Message};
-use hj212_codec::qn::QnGenerator;
+use hj212_codec::qn::SharedQnGenerator;
 use hj212_codec::session::{self, Checks, Event, Failure, Now, Outgoing, Role, Session};
 use hj212_codec::time::DateTime;
 use hj212_codec::{DecodeOptions, Decoded, Flag, Packet, Split, Splitter, Version};
@@ -208,7 +208,8 @@ struct Link<'a> {
     own_tx: VecDeque<Vec<u8>>,
     /// Those of them waiting for `9013`.
     notes: Vec<Note>,
-    qns: QnGenerator,
+    /// The site's QN generator, shared with the session and the store's records.
+    qns: SharedQnGenerator,
     /// When to check the age of the key next.
     next_key_check: Instant,
 }
@@ -251,7 +252,7 @@ impl<'a> Link<'a> {
             platform,
             up,
             peer,
-            session: Session::new(cfg),
+            session: Session::with_shared_qns(cfg, site.qns().clone()),
             start: now,
             in_flight: HashMap::new(),
             written_unacked: Vec::new(),
@@ -263,7 +264,7 @@ impl<'a> Link<'a> {
             last_sent: now,
             own_tx: VecDeque::new(),
             notes: Vec::new(),
-            qns: QnGenerator::new(),
+            qns: site.qns().clone(),
             next_key_check: now,
         }
     }
@@ -873,5 +874,102 @@ async fn set_system_clock(utc_ms: i64) -> bool {
             tracing::error!(%error, "Cannot run date to set the system clock.");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hj212_codec::codes::Command;
+    use hj212_codec::message::DataItem;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::store::SledStore;
+
+    /// A data clock stopped at one millisecond: every QN is made "at the same time".
+    #[derive(Debug)]
+    struct Stopped(DateTime);
+
+    impl Clock for Stopped {
+        fn now(&self) -> DateTime {
+            self.0
+        }
+        fn ms(&self) -> u64 {
+            0
+        }
+    }
+
+    fn qn_of(frame: &[u8]) -> String {
+        let Split::Frame(f) = Splitter::default().split(frame, true) else { panic!("not a frame") };
+        Packet::parse(f.data()).unwrap().qn().unwrap().to_string()
+    }
+
+    fn data(n: usize, t: DateTime) -> Message {
+        let items = (0..n)
+            .map(|i| DataItem {
+                code: format!("a{:05}", 21000 + i),
+                fields: vec![("Rtd".into(), "123.456".into()), ("Flag".into(), "N".into())],
+            })
+            .collect();
+        Message::Data { cn: Command::RealTimeData, data_time: DateTime { millis: 0, ..t }, items }
+    }
+
+    #[test]
+    fn records_sessions_and_notifications_of_every_uplink_share_one_qn_sequence() {
+        let t = DateTime::parse("20260101120000500").unwrap();
+        let dir = std::env::temp_dir().join(format!("hj212-gw-uplink-qn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = Config::default();
+        // Two platforms: one knows the site by its own MN, the other assigned it another one.
+        let a = Platform { name: "a".into(), ..Platform::default() };
+        let b = Platform { name: "b".into(), register: true, ..Platform::default() };
+        config.platform = vec![a.clone(), b.clone()];
+        let names = vec!["a".to_string(), "b".to_string()];
+        let store = Arc::new(SledStore::open(&dir, &names, 1000).unwrap());
+        let site =
+            Arc::new(Site::new(Arc::new(config), Arc::new(Stopped(t)), store, Arc::default(), Vec::new(), Vec::new()));
+        let log = PacketLog::disabled();
+        let upload = |mn: &str| Upload {
+            realtime: true,
+            facility_state: true,
+            password: "123456".into(),
+            mn: mn.into(),
+            keys: None,
+        };
+        let (mut up_a, mut up_b) = (upload(&site.config.site.mn), upload("ASSIGNED0000000000000001"));
+        let mut link_a = Link::new(&site, &log, &a, &mut up_a, "peer-a".into());
+        let mut link_b = Link::new(&site, &log, &b, &mut up_b, "peer-b".into());
+        assert!(link_a.qns.same_as(site.qns()) && link_b.qns.same_as(site.qns()));
+
+        // In the same millisecond: a record for the store, a split upload on one link, a
+        // notification and an upload on the other, and another record.
+        let mut qns = Vec::new();
+        let record = site.encode(&data(2, t)).unwrap();
+        qns.push(qn_of(&record.frame));
+        let now = link_a.now();
+        assert_eq!(now.wall, t);
+        link_a.session.submit(now, data(60, t), false).unwrap();
+        let mut parts = 0;
+        while let Some(frame) = link_a.session.poll_transmit() {
+            qns.push(qn_of(&frame));
+            parts += 1;
+        }
+        assert!(parts >= 3, "the long upload is split into sub-packets");
+        link_b.notify(&Message::Heartbeat);
+        qns.push(link_b.notes[0].qn.clone());
+        link_b.session.submit(link_b.now(), data(2, t), false).unwrap();
+        qns.push(qn_of(&link_b.session.poll_transmit().unwrap()));
+        qns.push(qn_of(&site.encode(&data(2, t)).unwrap().frame));
+
+        // Every user got a later QN than the one before it, so none was handed out twice.
+        assert_eq!(qns[0], "20260101120000500");
+        assert!(qns.windows(2).all(|w| w[0] < w[1]), "{qns:?}");
+        let mut unique = qns.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), qns.len());
+        drop((link_a, link_b));
+        drop(site);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -616,11 +616,60 @@ struct PendingAck {
     peer: Peer,
 }
 
+/// Where a session takes its QNs from.
+#[derive(Debug)]
+enum QnSource {
+    /// Its own generator: QNs are unique among this session's frames.
+    Own(QnGenerator),
+    /// A generator shared with the caller's other senders of the same MN.
+    #[cfg(feature = "std")]
+    Shared(crate::qn::SharedQnGenerator),
+}
+
+impl QnSource {
+    /// Exclusive use of the generator for the QNs of one message.
+    fn lock(&mut self) -> QnGuard<'_> {
+        match self {
+            Self::Own(g) => QnGuard::Own(g),
+            #[cfg(feature = "std")]
+            Self::Shared(g) => QnGuard::Shared(g.lock()),
+        }
+    }
+}
+
+enum QnGuard<'a> {
+    Own(&'a mut QnGenerator),
+    #[cfg(feature = "std")]
+    Shared(std::sync::MutexGuard<'a, QnGenerator>),
+}
+
+impl core::ops::Deref for QnGuard<'_> {
+    type Target = QnGenerator;
+
+    fn deref(&self) -> &QnGenerator {
+        match self {
+            Self::Own(g) => g,
+            #[cfg(feature = "std")]
+            Self::Shared(g) => g,
+        }
+    }
+}
+
+impl core::ops::DerefMut for QnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut QnGenerator {
+        match self {
+            Self::Own(g) => g,
+            #[cfg(feature = "std")]
+            Self::Shared(g) => g,
+        }
+    }
+}
+
 /// The exchange state machine of one link. See the [module docs](self).
 #[derive(Debug)]
 pub struct Session {
     config: Config,
-    qns: QnGenerator,
+    qns: QnSource,
     tx: Tx,
     events: Events,
     outgoing: Vec<Exchange>,
@@ -636,12 +685,31 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with nothing open.
+    /// A session with nothing open, with a QN generator of its own.
+    ///
+    /// Its QNs are unique among its own frames only: a caller that also makes QNs elsewhere for
+    /// the same MN should use [`Session::with_shared_qns`].
     #[must_use]
     pub fn new(config: Config) -> Self {
+        Self::with_qns(config, QnSource::Own(QnGenerator::new()))
+    }
+
+    /// A session with nothing open that takes every QN it mints (uploads, requests, replies and
+    /// each part of a split message) from `qns`, a generator shared with the caller's other
+    /// senders of the same MN, so that no two of them hand out the same QN (HJ 212-2017 Table 3).
+    ///
+    /// The generator is locked while the QNs of one message are made, so the parts of a split
+    /// message still get consecutive QNs.
+    #[cfg(feature = "std")]
+    #[must_use]
+    pub fn with_shared_qns(config: Config, qns: crate::qn::SharedQnGenerator) -> Self {
+        Self::with_qns(config, QnSource::Shared(qns))
+    }
+
+    fn with_qns(config: Config, qns: QnSource) -> Self {
         let l = config.limits;
         Self {
-            qns: QnGenerator::new(),
+            qns,
             tx: Tx { frames: VecDeque::new(), max: l.max_queued_frames },
             events: Events { queue: VecDeque::new(), max: l.max_events, dropped: 0 },
             outgoing: Vec::new(),
@@ -968,8 +1036,11 @@ impl Session {
         omit_qn: bool,
         cp_qn: Option<&str>,
     ) -> Result<(String, VecDeque<Step>), SessionError> {
-        let before = self.qns.clone();
-        let minted = self.qns.next_string(now.wall);
+        // Held until the QNs of this message are made: a shared generator gives none to anyone
+        // else in between, so the parts of a split message stay consecutive.
+        let mut qns_guard = self.qns.lock();
+        let before = qns_guard.clone();
+        let minted = qns_guard.next_string(now.wall);
         let base_flag = Flag::new(self.config.version, false, false);
         let mut packet = match outgoing {
             Outgoing::Message(m) => m.to_packet(&Header {
@@ -1000,8 +1071,9 @@ impl Session {
         let parts =
             subpacket::split(&packet, self.config.max_data_len, &mut qns, now.wall).map_err(SessionError::Encode)?;
         if parts.len() > 1 {
-            self.qns = qns;
+            *qns_guard = qns;
         }
+        drop(qns_guard);
         let handle = parts.first().and_then(|p| p.field("QN")).map_or(minted, ToString::to_string);
         let count = parts.len();
         let mut steps = VecDeque::with_capacity(count);
@@ -1304,4 +1376,77 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
         queue.pop_front();
     }
     queue.push_back(item);
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use alloc::format;
+
+    use super::*;
+    use crate::frame::{Split, Splitter};
+    use crate::message::DataItem;
+    use crate::qn::SharedQnGenerator;
+
+    fn qns_sent(session: &mut Session) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(frame) = session.poll_transmit() {
+            let Split::Frame(f) = Splitter::default().split(&frame, true) else { panic!("not a frame") };
+            out.push(Packet::parse(f.data()).unwrap().qn().unwrap().to_string());
+        }
+        out
+    }
+
+    /// Real-time data with `n` pollutants.
+    fn data(n: usize) -> Message {
+        let items = (0..n)
+            .map(|i| DataItem {
+                code: format!("a{:05}", 21000 + i),
+                fields: alloc::vec![("Rtd".into(), "123.456".into()), ("Flag".into(), "N".into())],
+            })
+            .collect();
+        let data_time = DateTime::parse("20160801085857").unwrap();
+        Message::Data { cn: crate::codes::Command::RealTimeData, data_time, items }
+    }
+
+    fn site() -> Config {
+        Config::new(Role::Site, "010000A8900016F000169DC0", "123456", "32")
+    }
+
+    #[test]
+    fn sessions_sharing_a_generator_never_reuse_a_qn_in_the_same_millisecond() {
+        let now = Now::new(0, DateTime::parse("20160801085857223").unwrap());
+        // Separate generators: both sessions make the same QN at the same instant.
+        let (mut a, mut b) = (Session::new(site()), Session::new(site()));
+        a.submit(now, data(2), false).unwrap();
+        b.submit(now, data(2), false).unwrap();
+        assert_eq!(qns_sent(&mut a), qns_sent(&mut b));
+
+        // One generator for the MN, shared by two sessions and a third user (a store).
+        let shared = SharedQnGenerator::new();
+        let mut a = Session::with_shared_qns(site(), shared.clone());
+        let mut b = Session::with_shared_qns(site(), shared.clone());
+        let record = shared.next_string(now.wall);
+        // Long enough to be split into sub-packets, each with its own QN (C.49).
+        let handle = a.submit(now, data(60), false).unwrap();
+        let parts = qns_sent(&mut a);
+        assert!(parts.len() >= 3, "{parts:?}");
+        assert_eq!(parts[0], handle);
+        b.submit(now, data(2), false).unwrap();
+        let single = qns_sent(&mut b);
+        let from_store = shared.next_string(now.wall);
+
+        let mut all: Vec<String> = [record.clone()].into_iter().chain(parts.clone()).chain(single).collect();
+        all.push(from_store);
+        let mut unique = all.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len(), "a QN was handed out twice: {all:?}");
+        // Every QN is later than the one before, whoever made it, and the parts of the split
+        // message are consecutive.
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+        assert_eq!(record, "20160801085857223");
+        let ms = |q: &str| DateTime::parse(q).unwrap().to_millis();
+        assert!(parts.windows(2).all(|w| ms(&w[1]) == ms(&w[0]) + 1), "{parts:?}");
+        assert_eq!(ms(&parts[0]), ms(&record) + 1);
+    }
 }
