@@ -223,6 +223,12 @@ impl State {
         self.daily.iter().filter(|r| r.date == date && mn.is_none_or(|m| m == r.mn)).cloned().collect()
     }
 
+    /// The networking status of one MN or all, as of [`State::written_at`].
+    #[must_use]
+    pub fn network(&self, mn: Option<&str>) -> Vec<LinkStatus> {
+        self.network.iter().filter(|r| mn.is_none_or(|m| m == r.mn)).cloned().collect()
+    }
+
     /// Compares laboratory samples of one MN (or all) with the persisted online values.
     #[must_use]
     pub fn compare(&self, lab: &[LabSample], mn: Option<&str>, cfg: &QualityConfig) -> ComparisonReport {

@@ -16,6 +16,8 @@ use hj212_ingest::Config;
 use hj212_ingest::quality::{PollutantSpec, StreamSpec};
 use serde_json::Value;
 
+/// A registered site that never connects.
+const NEVER: &str = "010000A8900016F000169DC9";
 const HOUR: i64 = 3_600_000;
 const MINUTE: i64 = 60_000;
 
@@ -122,7 +124,7 @@ async fn a_slope_change_without_calibration_raises_an_alert() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unplugged_cable_makes_a_silent_dau_alert() {
+async fn a_dau_quiet_on_an_open_connection_raises_a_silent_dau_alert() {
     let d = Daemon::start(|c| {
         quick(c);
         c.quality.engine.link.silence_factor = 0.0;
@@ -131,8 +133,9 @@ async fn an_unplugged_cable_makes_a_silent_dau_alert() {
     .await;
     let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
     let mut dau = Dau::connect(d.addr()).await;
-    // The analyzer's cable is out: the DAU reports it offline (flag B), then goes quiet while its
-    // TCP connection stays up.
+    // One record (its analyzer reported offline, flag B), then nothing while the TCP connection
+    // stays up: past the silence allowance the DAU is silent. (An analyzer that stops answering
+    // while the DAU keeps transmitting is `analyzer_comm_failure`, not this rule.)
     dau.send(&data(2011, "20240102030400001", local_ms() - MINUTE, &[("w01018", "Rtd", 0.0, "B")])).await;
     let v = alert(&mut sub, "silent_dau").await;
     assert_eq!(v["mn"], MN);
@@ -157,6 +160,11 @@ async fn a_lost_hour_is_requested_recovered_reported_and_compared() {
         c.registry[0].streams = vec![StreamSpec { cn: 2061, interval_s: Some(3600) }];
         c.registry[0].pollutants =
             vec![PollutantSpec { code: "w01018".into(), limit: Some(100.0), ..Default::default() }];
+        // A second registered site that never connects: the report lists it as never connected.
+        let mut never = entry(NEVER, PW);
+        never.active_from = Some(t(h3).to_string());
+        never.streams = vec![StreamSpec { cn: 2061, interval_s: Some(3600) }];
+        c.registry.push(never);
     })
     .await;
     let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
@@ -229,10 +237,45 @@ async fn a_lost_hour_is_requested_recovered_reported_and_compared() {
     assert!(r["received"].as_u64().unwrap() >= 1);
     let svg = std::fs::read_to_string(dir.join("calendar.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.contains("<svg"), "{svg}");
-    let out =
-        std::process::Command::new(bin).args(["report", "--date", &date, "--state"]).arg(&state).output().unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains(MN));
+    // The networking status rides along in every record: the site that sent data is online.
+    assert_eq!(r["network"]["mn"], MN, "{r}");
+    assert_eq!(r["network"]["state"], "online", "{r}");
+    assert!(r["network"]["as_of"].as_str().is_some_and(|s| s.len() == 14), "{r}");
+    let out = std::process::Command::new(bin)
+        .args(["report", "--date", &date, "--mn", NEVER, "--json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let r = records.iter().find(|r| r["cn"] == 2061).expect("a 2061 record for the silent site");
+    assert_eq!((r["mn"].as_str(), r["received"].as_u64()), (Some(NEVER), Some(0)), "{r}");
+    assert_eq!(r["network"]["state"], "never_connected", "{r}");
+    assert_eq!(r["network"]["since"], t(h3).to_string(), "{r}");
+    assert_eq!(r["network"]["registered"], true, "{r}");
+
+    // The table: accounting, then the networking section with both sites and since when.
+    let table = |mn: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["report", "--date", &date]);
+        if let Some(mn) = mn {
+            cmd.args(["--mn", mn]);
+        }
+        let out = cmd.arg("--state").arg(&state).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = table(None);
+    let (accounting, network) = text.split_once("Networking status as of ").unwrap_or_else(|| panic!("{text}"));
+    assert!(accounting.contains(MN) && accounting.contains(NEVER), "{text}");
+    let row = |mn: &str| network.lines().find(|l| l.starts_with(mn)).unwrap_or_else(|| panic!("no {mn}: {text}"));
+    assert!(row(NEVER).contains("never connected") && row(NEVER).contains(&t(h3).to_string()), "{text}");
+    assert!(row(MN).contains("online"), "{text}");
+    assert!(network.contains("1 online, 0 silent, 0 offline, 1 never connected"), "{text}");
+    // --mn keeps to that MN in both sections.
+    let text = table(Some(MN));
+    let (_, network) = text.split_once("Networking status as of ").unwrap_or_else(|| panic!("{text}"));
+    assert!(network.contains(MN) && !text.contains(NEVER), "{text}");
 
     // compare: the laboratory agrees (pass, exit 0), then it does not (fail, exit 2).
     let sampled = t(h1 + 30 * MINUTE).to_string();

@@ -45,13 +45,31 @@ pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// Skips (a notice, the test passes) or, under `CI=true`, fails with `reason`.
+/// Skips (a notice, the test passes) or, under `CI=true`, fails with `reason`. The notice is
+/// written to the process's stderr directly, past the test harness's capture (which would hide
+/// the `eprintln!` of a passing test), so a skip is seen in a plain `cargo test` run.
 ///
 /// # Panics
 /// Under `CI=true`.
 pub fn skip(reason: &str) {
+    use std::io::Write as _;
     assert!(!ci(), "CI=true requires this test to run, but {reason}");
-    eprintln!("SKIPPED: {reason}");
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {reason}");
+}
+
+/// A binary of another workspace package. Cargo hands a test only its own package's binaries
+/// (`CARGO_BIN_EXE_*`); the others are where `cargo build` or `cargo test --workspace` (which
+/// builds every package's binaries before running any test) put them: the profile directory this
+/// test runs from (`target/<profile>/deps/..`), else `$CARGO_TARGET_DIR` (default
+/// `<workspace>/target`) under `$PROFILE` (default `debug`), as `tests/tests/qemu_smoke.rs` finds
+/// the host CLI. `None` when it is in neither; callers then [`skip`].
+#[must_use]
+pub fn workspace_binary(name: &str) -> Option<PathBuf> {
+    let beside_test = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.parent()?.join(name)));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).or_else(|| root.map(|r| r.join("target")));
+    let profile = std::env::var("PROFILE").unwrap_or_else(|_| "debug".into());
+    beside_test.into_iter().chain(target.map(|t| t.join(profile).join(name))).find(|p| p.is_file())
 }
 
 /// The daemons' logs on stderr when `RUST_LOG` is set.

@@ -21,6 +21,7 @@ use firmware::sim::Fault;
 use hj212_codec::time::DateTime;
 use hj212_gateway::{Gateway, ScaledClock};
 use hj212_ingest::quality_task::State;
+use hj212_tests::chain;
 use hj212_tests::mqtt::{Message, Subscriber};
 use hj212_tests::proxy::Proxy;
 use hj212_tests::pty::{self, Line, SharedSim};
@@ -395,10 +396,10 @@ async fn an_unplugged_cable_is_flagged_counted_and_silence_alerts() {
     chain.finish().await;
 }
 
-/// (c, the gap) An analyzer that stops answering while the DAU keeps transmitting raises no alert:
-/// every rule in `ingest/src/quality/rules.rs` skips non-`N` values (flat line, near limit, flags
-/// vs. status, consistency), and the link rules look only at whether the DAU transmits. The only
-/// trace is the effective rate of the daily record.
+/// (c, the analyzer) An analyzer that stops answering while the DAU keeps transmitting raises
+/// `analyzer_comm_failure` for its pollutant: the gateway uploads its values with flag B, and once
+/// B has lasted `link.analyzer_comm_minutes` of data time the engine alerts. It is not a link
+/// rule: the DAU itself still transmits (that silence is `silent_dau`, test (c) above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplugged_analyzer_raises_an_alert() {
     let setup = Setup { site: sites::water(false), origin: six_hours_ago(), factor: 60, timing: FAST, ack: true };
@@ -506,15 +507,16 @@ async fn a_lost_hour_is_recovered_and_reported() {
     chain.finish().await;
 }
 
-/// Runs the real `hj212-ingest report` when it has been built next to this test (Cargo gives
-/// only the own crate's binaries to a test); skipped otherwise.
+/// Runs the real `hj212-ingest report` over the state file. The binary belongs to another package
+/// and is found by [`chain::workspace_binary`]; `cargo test --workspace` builds it, and alone
+/// this test needs `cargo build -p hj212-ingest --bin hj212-ingest` first. Missing, this part
+/// prints a skip notice; under `CI=true` it fails.
 fn report_binary(state: &Path, date: &str, hour: &str) {
-    let Some(bin) = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(|d| d.join("hj212-ingest")))
-        .filter(|b| b.exists())
-    else {
-        eprintln!("hj212-ingest not built in the target directory; report binary not run");
+    let Some(bin) = chain::workspace_binary("hj212-ingest") else {
+        chain::skip(
+            "the hj212-ingest binary is not built, so `hj212-ingest report` was not run \
+             (cargo build -p hj212-ingest --bin hj212-ingest; cargo test --workspace builds it)",
+        );
         return;
     };
     let out = std::process::Command::new(&bin)
@@ -526,4 +528,7 @@ fn report_binary(state: &Path, date: &str, hour: &str) {
     let records: Vec<Json> = serde_json::from_slice(&out.stdout).expect("report --json");
     let r = records.iter().find(|r| r["cn"] == 2061).expect("a 2061 record in the report");
     assert!(!r["missing_periods"].as_array().unwrap().iter().any(|m| m == hour), "{r}");
+    // Each record carries its MN's networking status (an older build has no `network`: rebuild).
+    assert_eq!(r["network"]["mn"], WATER_MN, "{} built before the networking status? {r}", bin.display());
+    assert_eq!(r["network"]["registered"], true, "{r}");
 }

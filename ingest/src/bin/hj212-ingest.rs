@@ -58,8 +58,9 @@ enum Command {
     CheckConfig,
     /// Print the default configuration.
     PrintDefaultConfig,
-    /// Transmission accounting of one day, from the daemon's quality state file
-    /// (`quality.state_path`; written by the running daemon every `quality.persist_secs`).
+    /// Transmission accounting of one day and the networking status, from the daemon's quality
+    /// state file (`quality.state_path`; written by the running daemon every
+    /// `quality.persist_secs`).
     Report {
         /// The civil day, `YYYY-MM-DD`.
         #[arg(long)]
@@ -67,7 +68,8 @@ enum Command {
         /// Only this MN.
         #[arg(long)]
         mn: Option<String>,
-        /// Print the records as JSON instead of a table.
+        /// Print the records as JSON instead of tables (each with its MN's networking status
+        /// in `network`).
         #[arg(long)]
         json: bool,
         /// Also write the completeness calendar (SVG) of the MN to this file.
@@ -200,13 +202,17 @@ fn report(
     svg: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let records = state.day(date, mn);
+    let network = state.network(mn);
     if json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        let rows = quality::report::report_rows(&records, &network, &state.written_at);
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print!("{}", quality::report::render_table(&records));
         if records.is_empty() {
             println!("(no record for {date}; state written at {})", state.written_at);
         }
+        println!();
+        print!("{}", quality::report::render_network_section(&network, &state.written_at));
     }
     if let Some(file) = svg {
         let mn = mn

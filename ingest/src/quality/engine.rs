@@ -757,6 +757,104 @@ mod tests {
         assert_eq!(recs[0].transmission_rate, Some(1.0));
     }
 
+    fn minute_record(t: Ms, cod: f64) -> Message {
+        Message::Data {
+            cn: Command::MinuteData,
+            data_time: dt(t),
+            items: vec![DataItem {
+                code: "w01018".into(),
+                fields: vec![("Avg".into(), format!("{cod:.1}")), ("Flag".into(), "N".into())],
+            }],
+        }
+    }
+
+    /// Minute data (2051, ten-minute records) lost while the uplink was down are asked for with a
+    /// 2051 history request once the DAU is back, for exactly the periods past the recovery grace
+    /// (default 20 minutes); the period still within it is asked for later; the replies close both.
+    #[test]
+    fn a_minute_gap_is_requested_with_2051_and_closed_by_the_replies() {
+        let site = SiteEntry {
+            mn: "M".into(),
+            streams: vec![StreamSpec { cn: 2051, interval_s: Some(600) }],
+            ..SiteEntry::default()
+        };
+        let mut e = Engine::new(QualityConfig { sites: vec![site], ..QualityConfig::default() });
+        assert_eq!(e.config().recovery.grace_minutes, 20.0);
+        let at = |m: i64| T0 + m * MINUTE;
+        let cod = |p: Ms| 30.0 + (p / MINUTE % 70) as f64 * 0.1;
+        let (offline_from, back) = (55, 110); // 00:55 to 01:50
+        e.tick(dt(at(0)));
+        e.feed_event(dt(at(0)), Event::Connected { mn: "M".into() });
+        let mut sent = Vec::new();
+        let mut finished = Vec::new();
+        for m in 1..=180 {
+            let now = dt(at(m));
+            if m == offline_from {
+                e.feed_event(now, Event::Disconnected { mn: "M".into() });
+            }
+            if m == back {
+                e.feed_event(now, Event::Connected { mn: "M".into() });
+            }
+            // Each record goes up a minute after its ten-minute period; offline, it is lost.
+            let online = !(offline_from..back).contains(&m);
+            if m % 10 == 1 && m > 10 && online {
+                let p = at(m - 11);
+                e.feed_message(now, "M", &minute_record(p, cod(p)));
+            }
+            // The DAU answers a request the minute after: 9011, the records asked for, 9012.
+            if let Some(&(_, Message::HistoryRequest { begin, end, .. })) = sent.last().filter(|(t, _)| *t == m - 1) {
+                e.feed_message(now, "M", &Message::RequestAnswer { qn_rtn: QnRtn::Ready });
+                let mut p = begin.to_millis();
+                while p <= end.to_millis() {
+                    e.feed_message(now, "M", &minute_record(p, cod(p)));
+                    p += 10 * MINUTE;
+                }
+                let done = e.feed_message(now, "M", &Message::ExecutionResult { exe_rtn: ExeRtn::Success });
+                finished.extend(done.into_iter().filter_map(|a| match a {
+                    Action::Recovery(r) => Some(r),
+                    _ => None,
+                }));
+            }
+            sent.extend(requests(&e.tick(now)).into_iter().map(|(mn, msg)| {
+                assert_eq!(mn, "M");
+                (m, msg)
+            }));
+        }
+        let minute_request = |from: i64, to: i64| Message::HistoryRequest {
+            cn: Command::MinuteData,
+            begin: dt(at(from)),
+            end: dt(at(to)),
+        };
+        // Nothing while offline. Back at 01:50: 00:50–01:20 (BeginTime/EndTime are the first and
+        // last period starts); 01:30 ended at 01:40 and is within its grace, so it waits for the
+        // next request, 15 minutes later (`per_mn_spacing_minutes`).
+        assert_eq!(sent, vec![(back, minute_request(50, 80)), (back + 15, minute_request(90, 90))]);
+        // On the wire: CN=2051, CP=&&BeginTime=…;EndTime=…&& (T0 is 2024-10-04 00:00).
+        assert_eq!(sent[0].1.cn(), 2051);
+        let cp: Vec<(String, Option<String>)> =
+            sent[0].1.to_cp().into_iter().flatten().map(|p| (p.key, p.value)).collect();
+        let pair = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+        assert_eq!(cp, vec![pair("BeginTime", "20241004005000"), pair("EndTime", "20241004012000")]);
+        // Both requests were closed by the replies.
+        let summary: Vec<_> = finished
+            .iter()
+            .map(|r| (r.cn, r.begin, r.end, r.missing_before, r.recovered, r.still_missing, r.outcome))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (2051, dt(at(50)), dt(at(80)), 4, 4, 0, RecoveryOutcome::Closed),
+                (2051, dt(at(90)), dt(at(90)), 1, 1, 0, RecoveryOutcome::Closed),
+            ]
+        );
+        assert_eq!(e.recovery_records(), finished);
+        // The day so far: every due period received, the five recovered ones late.
+        let recs = e.daily_records(dt(at(180)), Some("M"), dt(T0), dt(T0));
+        let [r] = recs.as_slice() else { panic!("{recs:?}") };
+        assert_eq!((r.cn, r.interval_s, r.expected, r.received, r.late), (2051, 600, 17, 17, 5), "{r:?}");
+        assert!(r.missing_periods.is_empty(), "{r:?}");
+    }
+
     #[test]
     fn no_request_storm() {
         let names: Vec<String> = (0..50).map(|i| format!("MN{i:02}")).collect();

@@ -1,8 +1,11 @@
 //! Renderers: the transmission table (text), the per-MN completeness calendar (SVG, hand-written
-//! text, no crate) and the networking-status table (text). All are pure functions of records.
+//! text, no crate), the networking-status table (text) and the JSON of `hj212-ingest report`.
+//! All are pure functions of records.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+use serde::Serialize;
 
 use hj212_codec::time::DateTime;
 
@@ -260,6 +263,66 @@ pub fn render_network_status(rows: &[LinkStatus]) -> String {
     s
 }
 
+/// The networking section of `hj212-ingest report`: a heading with the time the status was
+/// taken (`as_of`, the state file's `written_at`), the table of [`render_network_status`], and a
+/// count per state. Registered MNs that never connected are listed with the start of their
+/// monitoring, MNs that stopped transmitting (offline) or went silent with their last traffic.
+#[must_use]
+pub fn render_network_section(rows: &[LinkStatus], as_of: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Networking status as of {as_of}:");
+    if rows.is_empty() {
+        let _ = writeln!(s, "(no networking status)");
+        return s;
+    }
+    s.push_str(&render_network_status(rows));
+    let count = |state: LinkState| rows.iter().filter(|r| r.state == state).count();
+    let _ = writeln!(
+        s,
+        "{} online, {} silent, {} offline, {} never connected",
+        count(LinkState::Online),
+        count(LinkState::Silent),
+        count(LinkState::Offline),
+        count(LinkState::NeverConnected)
+    );
+    s
+}
+
+/// One element of the JSON of `hj212-ingest report --json`: a daily record, its fields unchanged
+/// and in their order, then `network`, the networking status of its MN as of `as_of`, or `null`
+/// when there is none for that MN. Adding a field keeps every reader of the earlier output (an
+/// array of daily records) working.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportRow<'a> {
+    /// The record.
+    #[serde(flatten)]
+    pub record: &'a DailyRecord,
+    /// The networking status of the record's MN.
+    pub network: Option<NetworkAsOf<'a>>,
+}
+
+/// A [`LinkStatus`] with the time it was taken (the state file's `written_at`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkAsOf<'a> {
+    /// The status.
+    #[serde(flatten)]
+    pub status: &'a LinkStatus,
+    /// When it was taken, `YYYYMMDDhhmmss`.
+    pub as_of: &'a str,
+}
+
+/// The rows of `hj212-ingest report --json`, one per record (see [`ReportRow`]).
+#[must_use]
+pub fn report_rows<'a>(records: &'a [DailyRecord], network: &'a [LinkStatus], as_of: &'a str) -> Vec<ReportRow<'a>> {
+    records
+        .iter()
+        .map(|record| ReportRow {
+            record,
+            network: network.iter().find(|n| n.mn == record.mn).map(|status| NetworkAsOf { status, as_of }),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +369,50 @@ mod tests {
         let line = svg.lines().find(|l| l.contains("<title>2026-03-01")).unwrap();
         assert!(line.contains(&format!("x=\"{}\"", 10 + 7 * 33 + 24 + 6 * 33)), "{line}");
         assert_eq!(day_number("1970-01-02"), Some(1));
+    }
+
+    fn status(mn: &str, state: LinkState, since: &str) -> LinkStatus {
+        LinkStatus {
+            mn: mn.into(),
+            name: String::new(),
+            registered: true,
+            state,
+            since: DateTime::parse(since),
+            last_seen: None,
+            connected: false,
+        }
+    }
+
+    #[test]
+    fn network_section_and_report_rows() {
+        let rows = vec![
+            status("MN<1>", LinkState::Offline, "20260301083000"),
+            status("MN2", LinkState::NeverConnected, "20260226000000"),
+        ];
+        let text = render_network_section(&rows, "20260302101500");
+        assert!(text.starts_with("Networking status as of 20260302101500:"), "{text}");
+        let line = |mn: &str| text.lines().find(|l| l.starts_with(mn)).unwrap_or_else(|| panic!("{mn}: {text}"));
+        assert!(line("MN<1>").contains("offline") && line("MN<1>").contains("20260301083000"), "{text}");
+        assert!(line("MN2").contains("never connected") && line("MN2").contains("20260226000000"), "{text}");
+        assert!(text.contains("0 online, 0 silent, 1 offline, 1 never connected"), "{text}");
+        assert!(render_network_section(&[], "20260302101500").contains("(no networking status)"));
+
+        let mut other = rec("2026-03-01", Some(0.5), true);
+        other.mn = "MN3".into();
+        let records = [rec("2026-03-01", Some(0.5), true), other];
+        let json = serde_json::to_string(&report_rows(&records, &rows, "20260302101500")).unwrap();
+        // The record's fields come first, in their order, then `network`.
+        let plain = serde_json::to_string(&records[0]).unwrap();
+        assert!(json.starts_with(&format!("[{},\"network\":{{", &plain[..plain.len() - 1])), "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(a.len(), 2);
+        // The record's own fields are unchanged: a reader of the earlier output still gets the
+        // record (serde ignores the added field).
+        assert_eq!(serde_json::from_value::<DailyRecord>(a[0].clone()).unwrap(), rec("2026-03-01", Some(0.5), true));
+        assert_eq!(a[0]["network"]["state"], "offline");
+        assert_eq!(a[0]["network"]["since"], "20260301083000");
+        assert_eq!(a[0]["network"]["as_of"], "20260302101500");
+        assert!(a[1]["network"].is_null(), "no status for MN3");
     }
 }
