@@ -290,7 +290,8 @@ fn ended(shared: &Shared, mn: &str, qn: &str, p: &Pending, ok: bool, reply: impl
 
 /// Publishes a frame from a site on the reply topic when it answers one of its open commands
 /// (or, for the data-quality engine's requests, tells the engine how they ended).
-pub(crate) fn match_reply(shared: &Shared, pending: &PendingMap, packet: &Packet<'_>, body: &Value) {
+/// `body` is the frame's published payload (JSON), carried as `data` in a data reply.
+pub(crate) fn match_reply(shared: &Shared, pending: &PendingMap, packet: &Packet<'_>, body: &[u8]) {
     let mut map = pending.lock().unwrap_or_else(PoisonError::into_inner);
     if map.is_empty() {
         return;
@@ -321,7 +322,8 @@ pub(crate) fn match_reply(shared: &Shared, pending: &PendingMap, packet: &Packet
             let by_qn = map.get(qn).map(|p| (qn.to_string(), p.clone()));
             let found = by_qn.or_else(|| map.iter().find(|(_, p)| p.cn == cn).map(|(q, p)| (q.clone(), p.clone())));
             found.map(|(request_qn, p)| {
-                let r = json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": request_qn, "event": "data", "data": body});
+                let data: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let r = json!({"id": p.id, "mn": mn, "cn": p.cn, "qn": request_qn, "event": "data", "data": data});
                 (p, None, r)
             })
         }

@@ -173,6 +173,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     tracing::debug!(listener = ?local, "Listener stopped.");
 }
 
+/// Most answers written to one connection in one `write`.
+const WRITE_BATCH: usize = 64;
+
 /// One frame to write, with what to report once it is written.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -204,21 +207,28 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
 
-    // The writer: ends when every sender (reader and pending answers) is gone.
+    // The writer: ends when every sender (reader and pending answers) is gone. Answers that are
+    // ready together (a burst of PUBACKs settles several uploads at once) go out in one write.
     let writer_shared = shared.clone();
     let writer_peer = peer.clone();
     shared.tracker.spawn(async move {
-        while let Some(out) = rx.recv().await {
-            if let Err(error) = wr.write_all(&out.frame).await {
-                tracing::debug!(peer = %writer_peer, %error, "Write failed; the answer is dropped.");
+        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
+        while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+            bytes.clear();
+            batch.iter().for_each(|out| bytes.extend_from_slice(&out.frame));
+            if let Err(error) = wr.write_all(&bytes).await {
+                tracing::debug!(peer = %writer_peer, %error, answers = batch.len(), "Write failed; the answers are dropped.");
                 break;
             }
-            writer_shared.packet_log.record(now_ms(), Direction::Out, &writer_peer, &out.frame, false);
-            if let (9014, Some(t)) = (out.cn, out.received) {
-                writer_shared.metrics.ack_latency.observe(t.elapsed());
+            for out in batch.drain(..) {
+                writer_shared.packet_log.record(now_ms(), Direction::Out, &writer_peer, &out.frame, false);
+                if let (9014, Some(t)) = (out.cn, out.received) {
+                    writer_shared.metrics.ack_latency.observe(t.elapsed());
+                }
+                Metrics::inc(&writer_shared.metrics.counters.answers_sent);
+                writer_shared.metrics.emit(Event::AnswerSent { mn: out.mn, cn: out.cn, qn: out.qn });
             }
-            Metrics::inc(&writer_shared.metrics.counters.answers_sent);
-            writer_shared.metrics.emit(Event::AnswerSent { mn: out.mn, cn: out.cn, qn: out.qn });
         }
         let _ = wr.shutdown().await;
     });
@@ -497,12 +507,11 @@ impl Conn<'_> {
                     peer: &self.peer,
                     code_table: crate::config::CodeTable::National,
                     encrypted,
+                    refused: Some(reason.name()),
                 };
-                let mut body = payload::build(&decoded, &packet, &ctx);
-                body["refused"] = serde_json::json!(reason.name());
+                let body = payload::write(&decoded, &packet, &ctx);
                 let topic = format!("{}/quarantine/{}", shared.config.mqtt.prefix, topic_segment(mn));
-                let _ =
-                    shared.ledger.publish(topic, body.to_string().into_bytes(), false, packet.qn().map(str::to_string));
+                let _ = shared.ledger.publish(topic, body, false, packet.qn().map(str::to_string));
                 return;
             }
         };
@@ -540,23 +549,17 @@ impl Conn<'_> {
         if encrypted && shared.keys.rotation_due(mn, received_ms) && !self.exchange_open(mn) {
             self.start_key_exchange(&packet, mn, "rotation period elapsed");
         }
-        let ctx = payload::Context { received_ms, peer: &self.peer, code_table, encrypted };
-        let value = payload::build(&decoded, &packet, &ctx);
+        let ctx = payload::Context { received_ms, peer: &self.peer, code_table, encrypted, refused: None };
+        let body = payload::write(&decoded, &packet, &ctx);
         if shared.config.commands.enabled {
-            commands::match_reply(shared, &self.pending, &packet, &value);
+            commands::match_reply(shared, &self.pending, &packet, &body);
         }
-        let body = value.to_string().into_bytes();
         let topic = format!("{}/{}/{}", shared.config.mqtt.prefix, topic_segment(mn), packet.cn_str());
         let command = Command::from_value(packet.cn());
         let qn = packet.qn().map(str::to_string);
-        let key = Key {
-            mn: mn.to_string(),
-            cn: packet.cn(),
-            qn: qn.clone(),
-            data_time: packet.cp().get("DataTime").map(str::to_string),
-        };
+        let key = Key::new(mn, packet.cn(), packet.qn(), packet.cp().get("DataTime"));
         let wants_ack = packet.wants_ack();
-        let seen = shared.dedup.check(Some(key), Instant::now(), || self.deliver(&topic, body, qn.clone(), wants_ack));
+        let seen = shared.dedup.check(key, Instant::now(), || self.deliver(&topic, body, qn.clone(), wants_ack));
         let delivery = match seen {
             Ok(Seen::New(d)) => {
                 metrics.count_frame(Some(packet.cn()), FrameVerdict::Accepted);

@@ -5,22 +5,41 @@
 //! them apart.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::ledger::Delivery;
 
-/// What identifies a frame.
+/// What identifies a frame: MN, CN, QN and `DataTime`, in one allocation shared by the window's
+/// map and its queue.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
-    /// MN.
-    pub mn: String,
-    /// CN.
-    pub cn: u16,
-    /// QN, if any.
-    pub qn: Option<String>,
-    /// `DataTime`, if any.
-    pub data_time: Option<String>,
+pub struct Key(Arc<[u8]>);
+
+impl Key {
+    /// The key of a frame; `None` when it has neither a QN nor a `DataTime`.
+    #[must_use]
+    pub fn new(mn: &str, cn: u16, qn: Option<&str>, data_time: Option<&str>) -> Option<Self> {
+        if qn.is_none() && data_time.is_none() {
+            return None;
+        }
+        // Absent and empty differ: a one-byte tag before each optional part. No part contains a
+        // NUL (the splitter refuses control characters in the header), so NUL separates them.
+        let mut bytes = Vec::with_capacity(mn.len() + 40);
+        bytes.extend_from_slice(mn.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&cn.to_be_bytes());
+        for part in [qn, data_time] {
+            match part {
+                Some(p) => {
+                    bytes.push(1);
+                    bytes.extend_from_slice(p.as_bytes());
+                }
+                None => bytes.push(2),
+            }
+            bytes.push(0);
+        }
+        Some(Self(bytes.into()))
+    }
 }
 
 /// Whether a frame was new or a duplicate, with its delivery.
@@ -63,7 +82,7 @@ impl Dedup {
         now: Instant,
         publish: impl FnOnce() -> Result<Delivery, E>,
     ) -> Result<Seen, E> {
-        let Some(key) = key.filter(|k| (k.qn.is_some() || k.data_time.is_some()) && !self.window.is_zero()) else {
+        let Some(key) = key.filter(|_| !self.window.is_zero()) else {
             return publish().map(Seen::New);
         };
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -92,7 +111,7 @@ mod tests {
     use super::*;
 
     fn key(qn: &str) -> Option<Key> {
-        Some(Key { mn: "A".into(), cn: 2011, qn: Some(qn.into()), data_time: None })
+        Key::new("A", 2011, Some(qn), None)
     }
 
     #[test]
@@ -105,8 +124,27 @@ mod tests {
         tx.send_replace(true);
         assert!(*dup.borrow());
         assert!(matches!(d.check(key("1"), t + Duration::from_secs(11), || Ok::<_, ()>(rx.clone())), Ok(Seen::New(_))));
-        let none = Some(Key { mn: "A".into(), cn: 2011, qn: None, data_time: None });
-        assert!(matches!(d.check(none.clone(), t, || Ok::<_, ()>(rx.clone())), Ok(Seen::New(_))));
-        assert!(matches!(d.check(none, t, || Ok::<_, ()>(rx.clone())), Ok(Seen::New(_))));
+        assert!(Key::new("A", 2011, None, None).is_none(), "nothing tells two such frames apart");
+    }
+
+    #[test]
+    fn keys_differ_in_every_part_and_between_absent_and_empty() {
+        let base = Key::new("A", 2011, Some("1"), Some("2"));
+        assert_eq!(base, Key::new("A", 2011, Some("1"), Some("2")));
+        for other in [
+            Key::new("B", 2011, Some("1"), Some("2")),
+            Key::new("A", 2051, Some("1"), Some("2")),
+            Key::new("A", 2011, Some("3"), Some("2")),
+            Key::new("A", 2011, Some("1"), Some("3")),
+            Key::new("A", 2011, Some(""), Some("2")),
+            Key::new("A", 2011, None, Some("2")),
+            Key::new("A", 2011, Some("1"), None),
+            Key::new("A", 2011, Some("12"), None),
+            Key::new("A2", 2011, Some("1"), Some("2")),
+        ] {
+            assert_ne!(base, other);
+        }
+        // Parts do not run into each other.
+        assert_ne!(Key::new("A", 2011, Some("12"), Some("3")), Key::new("A", 2011, Some("1"), Some("23")));
     }
 }
