@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,6 +83,31 @@ pub struct Shared {
     pub keys: v2025::KeyStore,
     /// HJ 212-2025 registration of DAUs without an MN.
     pub registrar: v2025::Registrar,
+    /// The "frame not accepted" warning: under overload it would repeat for every frame.
+    pub(crate) not_accepted_log: LogGate,
+}
+
+/// Lets a warning that could repeat for every frame through at most once a second, and counts
+/// the ones held back (each is also counted in a metric by its caller).
+#[derive(Debug, Default)]
+pub(crate) struct LogGate {
+    next_ms: AtomicI64,
+    held: AtomicU64,
+}
+
+impl LogGate {
+    /// `Some(n)` when this occurrence may be logged, `n` being how many were held back since
+    /// the last one logged.
+    pub(crate) fn pass(&self, now_ms: i64) -> Option<u64> {
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now_ms < next
+            || self.next_ms.compare_exchange(next, now_ms + 1000, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held.swap(0, Ordering::Relaxed))
+    }
 }
 
 impl Shared {
@@ -573,7 +598,9 @@ impl Conn<'_> {
             }
             Err(error) => {
                 metrics.count_frame(Some(packet.cn()), FrameVerdict::NotAccepted);
-                tracing::warn!(mn, %error, "Frame not accepted; it stays unanswered.");
+                if let Some(held_back) = shared.not_accepted_log.pass(now_ms()) {
+                    tracing::warn!(mn, %error, held_back, "Frame not accepted; it stays unanswered.");
+                }
                 return;
             }
         };
@@ -858,4 +885,20 @@ pub(crate) fn topic_segment(mn: &str) -> String {
         return "_".into();
     }
     mn.chars().map(|c| if matches!(c, '/' | '+' | '#' | '\0') { '_' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogGate;
+
+    #[test]
+    fn a_log_gate_passes_once_a_second_and_counts_what_it_held_back() {
+        let gate = LogGate::default();
+        assert_eq!(gate.pass(10_000), Some(0));
+        assert_eq!(gate.pass(10_001), None);
+        assert_eq!(gate.pass(10_999), None);
+        assert_eq!(gate.pass(11_000), Some(2));
+        assert_eq!(gate.pass(11_500), None);
+        assert_eq!(gate.pass(20_000), Some(1));
+    }
 }

@@ -278,6 +278,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         quality: quality_feed,
         keys: v2025::KeyStore::open(&config.keys).context("cannot open the key store")?,
         registrar: v2025::Registrar::open(&config.registration).context("cannot open the registration state")?,
+        not_accepted_log: conn::LogGate::default(),
     });
     let listener_tracker = TaskTracker::new();
     for listener in listeners {
