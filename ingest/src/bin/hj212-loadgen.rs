@@ -269,6 +269,9 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n: u64 = 0;
+            let data_start_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             while Instant::now() < send_until {
                 tick.tick().await;
                 // The reader stops once nothing is outstanding after the deadline: send nothing
@@ -277,12 +280,18 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
                     break;
                 }
                 let qn = format!("2024{:013}", n);
+                // Like a real DAU: each upload one second of data time later than the last,
+                // with values that move, so that the data-quality engine does its real work.
+                let data_time = hj212_codec::time::DateTime::from_millis_or_epoch(data_start_ms + 1000 * n as i64);
+                let data_time = String::from_utf8_lossy(&data_time.n14()).into_owned();
+                let cod = format!("{:.2}", 12.0 + 3.0 * ((n % 97) as f64 / 97.0));
+                let flow = format!("{:.3}", 3.0 + 0.5 * ((n % 61) as f64 / 61.0));
                 n += 1;
                 let mut p =
                     OwnedPacket::new(Some(&qn), "32", 2011, PW, &mn, Some(Flag::new(Version::V2017, false, true)));
-                p.push_group([("DataTime", "20240102030400")]);
-                p.push_group([("w01018-Rtd", "12.5"), ("w01018-Flag", "N")]);
-                p.push_group([("w00000-Rtd", "3.25"), ("w00000-Flag", "N")]);
+                p.push_group([("DataTime", data_time.as_str())]);
+                p.push_group([("w01018-Rtd", cod.as_str()), ("w01018-Flag", "N")]);
+                p.push_group([("w00000-Rtd", flow.as_str()), ("w00000-Flag", "N")]);
                 let Ok(frame) = p.to_frame(CrcVariant::Hj212) else { break };
                 if let Ok(mut o) = outstanding.lock() {
                     o.insert(qn, Instant::now());
