@@ -456,8 +456,10 @@ pub enum Event<'a> {
 /// A buffering front end to [`Splitter`] for callers that read a stream in pieces.
 ///
 /// Feed bytes with [`Deframer::feed`], then call [`Deframer::next_event`] until it returns `None`.
-/// Adjacent skipped runs are merged into one event. Memory stays bounded by the longest frame
-/// the splitter accepts plus one read.
+/// Adjacent skipped runs within what is buffered are merged into one event; garbage that goes on
+/// in a later read is reported as a further event (a run is reported as soon as it is known, not
+/// held back in case more follows). Memory stays bounded by the longest frame the splitter
+/// accepts plus one read.
 #[cfg(feature = "alloc")]
 #[derive(Debug, Default)]
 pub struct Deframer {
