@@ -365,17 +365,25 @@ impl Analyzer {
         if profile.points.is_empty() {
             return Err(bad("profile", "the profile has no points"));
         }
+        for (i, c) in profile.controls.iter().enumerate() {
+            if !c.is_valid() {
+                return Err(bad(
+                    format!("controls[{i}].function"),
+                    "a control is triggered with write_single_register, write_multiple_registers or write_single_coil",
+                ));
+            }
+            if profile.controls[..i].iter().any(|o| o.action == c.action) {
+                return Err(bad(format!("controls[{i}].action"), format!("{} is listed twice", c.action)));
+            }
+        }
         if let Some(unit) = self.unit {
             if !(1..=247).contains(&unit) {
                 return Err(bad("unit", format!("{unit} is not a Modbus unit address (1–247)")));
             }
-            let first = profile.points[0].unit;
-            if profile.points.iter().any(|p| p.unit != first) {
+            if !profile.is_single_unit() {
                 return Err(bad("unit", "the profile spans several units; leave `unit` out"));
             }
-            for p in &mut profile.points {
-                p.unit = unit;
-            }
+            profile.set_unit(unit);
         }
         Ok(profile)
     }
@@ -423,6 +431,7 @@ pub struct Platform {
     /// Ask for `9014` on uploads (Flag A=1) and keep each record until it arrives.
     pub ack: bool,
     /// Seconds without any frame sent after which a heartbeat (CN 9015) is sent; 0 = none.
+    /// HJ 212-2025 platforms only: HJ 212-2017 reserves CN 9015, so other versions get none.
     pub heartbeat_secs: u64,
     /// `OverTime`, seconds to wait for an answer before resending (HJ 212-2017 Table 1).
     pub over_time_secs: u64,
@@ -841,7 +850,8 @@ impl Config {
                         }
                     }
                 }
-                let mut mine: Vec<u8> = profile.points.iter().map(|p| p.unit).collect();
+                let mut mine: Vec<u8> =
+                    profile.points.iter().map(|p| p.unit).chain(profile.controls.iter().map(|c| c.unit)).collect();
                 mine.sort_unstable();
                 mine.dedup();
                 if mine.iter().any(|u| units.contains(u)) {
@@ -958,6 +968,53 @@ mod tests {
             Config::parse("[[serial]]\ndevice = \"/dev/x\"\n[[serial.analyzer]]\nname = \"a\"\nprofile = \"nope\"\n")
                 .unwrap();
         assert!(c.validate().unwrap_err().0.contains("unknown built-in profile"));
+    }
+
+    #[test]
+    fn profile_controls_follow_the_unit_and_are_checked() {
+        let dir = std::env::temp_dir().join(format!("hj212-gw-config-controls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let analyzer = |profile: Option<&str>, file: Option<PathBuf>, unit| Analyzer {
+            name: "a".into(),
+            profile: profile.map(Into::into),
+            profile_file: file,
+            unit,
+            pol_id: None,
+            electricity: None,
+        };
+        // A built-in surface-water profile moved to unit 7: its control register moves with it.
+        let p = analyzer(Some("surface-water-cod"), None, Some(7)).load_profile().unwrap();
+        assert_eq!(p.controls.len(), 5);
+        assert!(p.controls.iter().all(|c| c.unit == 7 && c.address == 0x1200));
+        let file = |name: &str, controls: &str| {
+            let path = dir.join(name);
+            let text = format!(
+                "name = \"x\"\npoints = [{{ unit = 1, function = \"read_holding_registers\", address = 0, \
+                 value = \"u16\", target = \"status\" }}]\ncontrols = [{controls}]\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            analyzer(None, Some(path), None).load_profile()
+        };
+        let ok = file(
+            "ok.toml",
+            "{ action = \"cleaning\", unit = 1, function = \"write_single_coil\", address = 3, value = 1 }",
+        )
+        .unwrap();
+        assert_eq!(ok.controls[0].action, firmware::profile::ControlAction::Cleaning);
+        let e =
+            file("read.toml", "{ action = \"cleaning\", unit = 1, function = \"read_coils\", address = 3, value = 1 }")
+                .unwrap_err()
+                .0;
+        assert!(e.starts_with("controls[0].function"), "{e}");
+        let e = file(
+            "twice.toml",
+            "{ action = \"sample_now\", unit = 1, function = \"write_single_register\", address = 3, value = 1 }, \
+             { action = \"sample_now\", unit = 1, function = \"write_single_register\", address = 3, value = 2 }",
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("sample_now is listed twice"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -47,6 +47,21 @@ pub struct Metrics {
     pub decrypt_failures: AtomicU64,
     /// HJ 212-2025 keys installed from a platform's CN 1014.
     pub keys_installed: AtomicU64,
+    /// Encrypted uploads to an SM4 platform that went unanswered while frames in clear on the
+    /// same link were answered: the platform probably holds another key.
+    pub suspected_key_mismatch: AtomicU64,
+    /// Control requests (CN 3011–3015) refused because no analyzer has the `PolId`.
+    pub control_refused_unknown_analyzer: AtomicU64,
+    /// Control requests refused because the analyzer's profile has no such control.
+    pub control_refused_no_control: AtomicU64,
+    /// Control actions the analyzer took.
+    pub control_ok: AtomicU64,
+    /// Control writes that got no proper answer (`ExeRtn=4`).
+    pub control_timeout: AtomicU64,
+    /// Control writes the analyzer refused with a Modbus exception (`ExeRtn=2` or 5).
+    pub control_exception: AtomicU64,
+    /// Control writes the gateway could not make (`ExeRtn=6`).
+    pub control_unavailable: AtomicU64,
 }
 
 impl Metrics {
@@ -75,10 +90,28 @@ impl Metrics {
             ("connects_total", &self.connects),
             ("decrypt_failures_total", &self.decrypt_failures),
             ("keys_installed_total", &self.keys_installed),
+            ("suspected_key_mismatch_total", &self.suspected_key_mismatch),
         ];
         for (name, c) in counters {
             let _ =
                 writeln!(s, "# TYPE hj212_gateway_{name} counter\nhj212_gateway_{name} {}", c.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(s, "# TYPE hj212_gateway_control_refused_total counter");
+        for (reason, c) in [
+            ("unknown_analyzer", &self.control_refused_unknown_analyzer),
+            ("no_control", &self.control_refused_no_control),
+        ] {
+            let _ =
+                writeln!(s, "hj212_gateway_control_refused_total{{reason=\"{reason}\"}} {}", c.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(s, "# TYPE hj212_gateway_controls_total counter");
+        for (result, c) in [
+            ("success", &self.control_ok),
+            ("timeout", &self.control_timeout),
+            ("exception", &self.control_exception),
+            ("unavailable", &self.control_unavailable),
+        ] {
+            let _ = writeln!(s, "hj212_gateway_controls_total{{result=\"{result}\"}} {}", c.load(Ordering::Relaxed));
         }
         let _ = writeln!(
             s,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Parity, SerialPort};
 use crate::metrics::Metrics;
 use crate::rs485::{self, DePin, GpioPin};
-use crate::site::{PortCommand, Site};
+use crate::site::{ControlError, PortCommand, Site};
 
 /// Devices one port can track health for.
 const MAX_UNITS: usize = 32;
@@ -256,6 +256,60 @@ async fn command(site: &Site, master: &mut PortMaster, cmd: PortCommand) -> Opti
                 "Parameter write (CN 3021)."
             );
             let _ = reply.send(result.map_err(|e| e.to_string()));
+            failed
+        }
+        PortCommand::Control { analyzer, control, reply } => {
+            let name = &site.analyzers[analyzer].name;
+            let Some(request) = control.request() else {
+                // `validate` refuses such profiles; kept as an answer rather than a panic.
+                let _ = reply.send(Err(ControlError::Unavailable("the control's function is not a write".into())));
+                return None;
+            };
+            let result = master.transact(control.unit, &request).await.map(|_| ());
+            let failed = match &result {
+                Err(Error::Io(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            let outcome = result.map_err(|e| match e {
+                Error::Exception(x) => ControlError::Exception(x.code),
+                Error::Encode(_) | Error::BackedOff => ControlError::Unavailable(e.to_string()),
+                Error::Io(_) | Error::Pin(_) | Error::Frame(_) => ControlError::Timeout(e.to_string()),
+            });
+            match &outcome {
+                Ok(()) => tracing::info!(
+                    analyzer = %name,
+                    action = %control.action,
+                    unit = control.unit,
+                    address = control.address,
+                    value = control.value,
+                    "Control written to the analyzer."
+                ),
+                Err(error) => tracing::warn!(
+                    analyzer = %name,
+                    action = %control.action,
+                    unit = control.unit,
+                    address = control.address,
+                    value = control.value,
+                    %error,
+                    "Control write failed."
+                ),
+            }
+            let _ = reply.send(outcome);
+            failed
+        }
+        PortCommand::ReadPoint { analyzer, point, reply } => {
+            let spec = site.analyzers[analyzer].profile.points[point];
+            let mut regs = [0u16; 6];
+            let out = &mut regs[..spec.value.registers() as usize];
+            let input = spec.function == firmware::modbus::FunctionCode::ReadInputRegisters;
+            let result = master.read_registers(spec.unit, input, spec.address, out).await;
+            let failed = match &result {
+                Err(Error::Io(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            let value =
+                result.map_err(|e| e.to_string()).and_then(|n| spec.decode(&regs[..n]).map_err(|e| e.to_string()));
+            let _ = reply.send(value);
             failed
         }
     }

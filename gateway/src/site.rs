@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use firmware::acquire::{AcquireConfig, Acquisition, Reading};
 use firmware::dynamic::{self, DynamicConfig, Tracker};
-use firmware::modbus::CommState;
-use firmware::profile::{Code, OwnedProfile, Target, Value};
+use firmware::modbus::{CommState, ExceptionCode};
+use firmware::profile::{Code, ControlAction, ControlSpec, OwnedProfile, Target, Value};
 use firmware::stats::GasValidity;
 use hj212_codec::Flag;
 use hj212_codec::Version;
@@ -54,6 +54,81 @@ pub enum PortCommand {
         /// The outcome.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Trigger a control action (CN 3011–3015): the one write its [`ControlSpec`] names.
+    Control {
+        /// Analyzer index (site-wide).
+        analyzer: usize,
+        /// The trigger, from the analyzer's profile.
+        control: ControlSpec,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Read one point now (the retention bottle number after a CN 3015).
+    ReadPoint {
+        /// Analyzer index (site-wide).
+        analyzer: usize,
+        /// Point index in the analyzer's profile.
+        point: usize,
+        /// The decoded value, or why there is none.
+        reply: oneshot::Sender<Result<Value, String>>,
+    },
+}
+
+/// Why a control action (CN 3011–3015) was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    /// The analyzer did not answer properly (no answer, damaged answers, or the line failed):
+    /// `ExeRtn=4`, communication timeout.
+    Timeout(String),
+    /// The analyzer answered with a Modbus exception: `ExeRtn=5` (busy) for exception 6, else
+    /// `ExeRtn=2`.
+    Exception(ExceptionCode),
+    /// The gateway could not ask (the port task stopped): `ExeRtn=6`, system fault.
+    Unavailable(String),
+}
+
+impl ControlError {
+    /// The `ExeRtn` that reports it (HJ 212-2017 Table 6).
+    #[must_use]
+    pub const fn exe_rtn(&self) -> hj212_codec::ExeRtn {
+        match self {
+            Self::Timeout(_) => hj212_codec::ExeRtn::Timeout,
+            Self::Exception(ExceptionCode::ServerDeviceBusy) => hj212_codec::ExeRtn::Busy,
+            Self::Exception(_) => hj212_codec::ExeRtn::Failed,
+            Self::Unavailable(_) => hj212_codec::ExeRtn::Fault,
+        }
+    }
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout(why) => write!(f, "no proper answer from the analyzer: {why}"),
+            Self::Exception(code) => write!(f, "the analyzer refused with Modbus exception {:#04x}", code.to_u8()),
+            Self::Unavailable(why) => write!(f, "cannot reach the analyzer: {why}"),
+        }
+    }
+}
+
+/// Why a control action (CN 3011–3015) is refused before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRefusal {
+    /// No analyzer has this `PolId`.
+    UnknownAnalyzer,
+    /// The analyzer's profile has no control for the action (or, for CN 3015, no analyzer has
+    /// one).
+    NoControl,
+}
+
+impl ControlRefusal {
+    /// The `reason` label of `hj212_gateway_control_refused_total`.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::UnknownAnalyzer => "unknown_analyzer",
+            Self::NoControl => "no_control",
+        }
+    }
 }
 
 /// The answer of [`Site::info`].
@@ -443,6 +518,71 @@ impl Site {
                     .map(|pi| (ai, pi))
             },
         )
+    }
+
+    /// The analyzer and the trigger of `action`: the analyzer whose `PolId` is `pol_id`, or with
+    /// `None` (CN 3015, which names no analyzer) the first analyzer that has the action.
+    ///
+    /// # Errors
+    /// [`ControlRefusal`]: no analyzer has the `PolId`, or its profile has no such control.
+    pub fn find_control(
+        &self,
+        pol_id: Option<&str>,
+        action: ControlAction,
+    ) -> Result<(usize, ControlSpec), ControlRefusal> {
+        let mut known = pol_id.is_none();
+        for (i, a) in self.analyzers.iter().enumerate() {
+            if pol_id.is_some_and(|p| p != a.pol_id.as_str()) {
+                continue;
+            }
+            known = true;
+            if let Some(c) = a.profile.as_profile().control(action) {
+                return Ok((i, *c));
+            }
+        }
+        Err(if known { ControlRefusal::NoControl } else { ControlRefusal::UnknownAnalyzer })
+    }
+
+    /// Carries out a control action (CN 3011–3015) through the analyzer's serial port: the port
+    /// task that owns the line makes the write between two poll cycles.
+    ///
+    /// # Errors
+    /// [`ControlError`] when the analyzer did not take it.
+    pub async fn control(&self, analyzer: usize, control: ControlSpec) -> Result<(), ControlError> {
+        let stopped = || ControlError::Unavailable("serial port task stopped".into());
+        let port = self.ports.get(self.analyzers[analyzer].port).ok_or_else(stopped)?;
+        let (tx, rx) = oneshot::channel();
+        port.send(PortCommand::Control { analyzer, control, reply: tx }).await.map_err(|_| stopped())?;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(stopped()),
+            // The port is being reopened, or the line is that slow: the analyzer was not reached.
+            Err(_) => Err(ControlError::Timeout("the serial port did not get to it within 10 s".into())),
+        }
+    }
+
+    /// The point that reports the analyzer's retention bottle number (`i43006`), if its profile
+    /// has one.
+    #[must_use]
+    pub fn vase_point(&self, analyzer: usize) -> Option<usize> {
+        self.analyzers[analyzer].profile.points.iter().position(|p| p.target == firmware::profile::VASE_NO)
+    }
+
+    /// Reads one point of an analyzer now, through its serial port.
+    ///
+    /// # Errors
+    /// The port or the analyzer failed; the message says how.
+    pub async fn read_point(&self, analyzer: usize, point: usize) -> Result<Value, String> {
+        let port = self.ports.get(self.analyzers[analyzer].port).ok_or("no serial port")?;
+        let (tx, rx) = oneshot::channel();
+        port.send(PortCommand::ReadPoint { analyzer, point, reply: tx })
+            .await
+            .map_err(|_| "serial port task stopped".to_string())?;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("serial port task stopped".into()),
+            Err(_) => Err("timed out".into()),
+        }
     }
 
     /// Writes a parameter (CN 3021) through the analyzer's serial port.

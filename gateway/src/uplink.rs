@@ -35,22 +35,43 @@
 //! - 1001, 1014 and the heartbeat 9015 are sent with Flag A=1 (answer wanted; `Flag=9` in 2025) and wait for the platform's `9013`
 //!   (resent after `OverTime`, up to `ReCount` times; then the link is dropped). The codec's
 //!   session only knows `9014` for what a site sends, so these are tracked here.
+//! - The heartbeat (`heartbeat_secs`) goes to HJ 212-2025 platforms only: HJ 212-2017 reserves
+//!   CN 9015, so a 2017 or 2005 platform gets none (a warning at start says so).
+//! - A wrong key is silent: a platform that cannot decrypt a frame drops it. So when encrypted
+//!   uploads go unanswered for `OverTime` and nothing encrypted has been answered on the link,
+//!   the link sends one 9015 in clear as a probe (unanswered, it is forgotten: the link is not
+//!   dropped for it). If an encrypted upload then fails for want of an answer while a frame in
+//!   clear (the probe, a heartbeat, the 1001) was answered, the link logs a probable key mismatch
+//!   and counts it (`hj212_gateway_suspected_key_mismatch_total`) before it is dropped as for
+//!   any failed upload.
 //!
 //! # Platform requests
 //!
 //! Handled: 1000 (by the session), 1011/1012 time, 1061–1064 intervals, 1072 password, 2011/2021
 //! start, 2012/2022 stop (notifications), 2031/2041/2051/2061 history from the store, 3020
-//! (latest dynamic-control value) and 3021 (write through the serial port, when the analyzer's
-//! profile has the point); for HJ 212-2025 platforms also 1002 (MN assignment) and 1014 (new key).
-//! Every other CN is refused by the session with `QnRtn=8`. Bad
-//! parameters get `ExeRtn=3`, an empty history `ExeRtn=100`, a 1012 that the configuration
-//! does not allow `QnRtn=2`.
+//! (latest dynamic-control value), 3021 (write through the serial port, when the analyzer's
+//! profile has the point), and 3011 calibration (in HJ 212-2025 with `CalibrationType` 0 zero or 1
+//! span), 3012 immediate sampling, 3013 cleaning/back-blowing, 3014 comparison sampling and 3015
+//! over-limit sample retention (C.30–C.34) through the analyzer's control register, when its
+//! profile has that control; for HJ 212-2025 platforms also 1002 (MN assignment) and 1014 (new
+//! key). Every other CN is refused by the session with `QnRtn=8`. Bad parameters get `ExeRtn=3`,
+//! an empty history `ExeRtn=100`, a 1012 that the configuration does not allow `QnRtn=2`.
+//!
+//! Control requests (3011–3015): the analyzer is the one with the request's `PolId` (3015 names
+//! none: the first analyzer with a retention control). Unknown analyzer, or no such control in
+//! its profile: `QnRtn=2`, a log line and `hj212_gateway_control_refused_total{reason}`.
+//! Otherwise `9011 QnRtn=1` goes out at once, the serial port task that owns the analyzer's line
+//! makes the write between two poll cycles, and `9012` follows: `ExeRtn=1` when the analyzer took
+//! it, 4 when it did not answer properly, 2 for a Modbus exception (5 for exception 6, busy), 6
+//! when the port task is gone. A 3015 whose analyzer reports its bottle number (`i43006`) gets the
+//! 3015 upload (`DataTime`, `VaseNo`) before its `9012`; otherwise only the `9012`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hj212_codec::codes::{Command, ExeRtn, QnRtn};
+use firmware::profile::{ControlAction, Value};
+use hj212_codec::codes::{CalibrationType, Command, ExeRtn, QnRtn};
 use hj212_codec::crypt::Key;
 use hj212_codec::encode::OwnedPacket;
 use hj212_codec::log::Direction;
@@ -61,19 +82,22 @@ use hj212_codec::time::DateTime;
 use hj212_codec::{DecodeOptions, Decoded, Flag, Packet, Split, Splitter, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MIN_INTERVALS, Platform};
 use crate::metrics::Metrics;
 use crate::packet_log::PacketLog;
-use crate::site::{InfoLookup, Site, WriteError};
+use crate::site::{ControlError, ControlRefusal, InfoLookup, Site, WriteError};
 use crate::store::Record;
 use crate::v2025::{self, KeyRing, Opened};
 
 /// The commands this gateway answers (the session refuses the rest with `QnRtn=8`).
-pub const SUPPORTED_REQUESTS: &[u16] =
-    &[1000, 1011, 1012, 1061, 1062, 1063, 1064, 1072, 2011, 2021, 2031, 2041, 2051, 2061, 3020, 3021];
+pub const SUPPORTED_REQUESTS: &[u16] = &[
+    1000, 1011, 1012, 1061, 1062, 1063, 1064, 1072, 2011, 2021, 2031, 2041, 2051, 2061, 3011, 3012, 3013, 3014, 3015,
+    3020, 3021,
+];
 
 /// The commands an HJ 212-2025 platform may send on top of [`SUPPORTED_REQUESTS`].
 pub const SUPPORTED_REQUESTS_2025: &[u16] = &[1002, 1014];
@@ -104,10 +128,43 @@ struct Note {
     frame: Vec<u8>,
     deadline: Instant,
     resends: u16,
+    /// No `9013` after the resends drops the link; false for the key-mismatch probe, which is
+    /// only forgotten (a platform may not implement 9015).
+    fatal: bool,
+}
+
+/// A control action (CN 3011–3015) carried out by a serial port task, back to its link.
+#[derive(Debug)]
+struct ControlDone {
+    /// The request's QN.
+    qn: String,
+    action: ControlAction,
+    analyzer: usize,
+    result: Result<(), ControlError>,
+    /// For a retention, the bottle number read back, when the profile reports one.
+    vase: Option<Result<Value, String>>,
+}
+
+/// An upload waiting for its `9014`.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// The record's sequence number.
+    seq: u64,
+    /// When it was submitted.
+    at: Instant,
+    /// Its `CP` goes out SM4-encrypted.
+    sealed: bool,
 }
 
 /// Runs the uplink to `platform` until `shutdown`.
 pub async fn run(site: Arc<Site>, log: Arc<PacketLog>, platform: Platform, shutdown: CancellationToken) {
+    if platform.heartbeat_secs > 0 && platform.version != 2025 {
+        tracing::warn!(
+            platform = %platform.name,
+            version = platform.version,
+            "heartbeat_secs is set, but CN 9015 exists only in HJ 212-2025 (reserved in 2017): no heartbeat is sent to this platform."
+        );
+    }
     let password = site
         .store
         .meta(&format!("pw/{}", platform.name))
@@ -191,8 +248,8 @@ struct Link<'a> {
     peer: String,
     session: Session,
     start: Instant,
-    /// Session handle → sequence number of uploads waiting for their 9014.
-    in_flight: HashMap<String, u64>,
+    /// Session handle → uploads waiting for their 9014.
+    in_flight: HashMap<String, InFlight>,
     /// Records written to the session without an ack request: delete once written.
     written_unacked: Vec<u64>,
     live_next: u64,
@@ -212,6 +269,16 @@ struct Link<'a> {
     qns: SharedQnGenerator,
     /// When to check the age of the key next.
     next_key_check: Instant,
+    /// Control actions under way report here.
+    controls_tx: mpsc::UnboundedSender<ControlDone>,
+    controls_rx: mpsc::UnboundedReceiver<ControlDone>,
+    /// Something encrypted was answered on this link, or the platform's frame opened with our key:
+    /// the keys agree.
+    sealed_answered: bool,
+    /// A frame of ours in clear (9015, 1001) was answered with `9013` on this link.
+    clear_answered: bool,
+    /// The 9015 probe of a silent encrypted link was sent.
+    probe_sent: bool,
 }
 
 impl<'a> Link<'a> {
@@ -246,6 +313,7 @@ impl<'a> Link<'a> {
             (None, None) => (0, None),
         };
         let now = Instant::now();
+        let (controls_tx, controls_rx) = mpsc::unbounded_channel();
         Self {
             site,
             log,
@@ -266,6 +334,11 @@ impl<'a> Link<'a> {
             notes: Vec::new(),
             qns: site.qns().clone(),
             next_key_check: now,
+            controls_tx,
+            controls_rx,
+            sealed_answered: false,
+            clear_answered: false,
+            probe_sent: false,
         }
     }
 
@@ -285,6 +358,11 @@ impl<'a> Link<'a> {
 
     /// Sends a message of ours with Flag A=1 outside the session and waits for its `9013`.
     fn notify(&mut self, m: &Message) {
+        self.notify_with(m, true);
+    }
+
+    /// [`Link::notify`]; with `fatal` false a missing `9013` does not drop the link.
+    fn notify_with(&mut self, m: &Message, fatal: bool) {
         let qn = self.qns.next_string(self.site.clock.now());
         let header = Header {
             qn: Some(&qn),
@@ -297,7 +375,7 @@ impl<'a> Link<'a> {
             Ok(frame) => {
                 self.own_tx.push_back(frame.clone());
                 let deadline = Instant::now() + Duration::from_secs(self.platform.over_time_secs);
-                self.notes.push(Note { qn, cn: m.cn(), frame, deadline, resends: 0 });
+                self.notes.push(Note { qn, cn: m.cn(), frame, deadline, resends: 0, fatal });
             }
             Err(error) => tracing::error!(platform = %self.name(), cn = m.cn(), %error, "Cannot encode a frame."),
         }
@@ -306,11 +384,19 @@ impl<'a> Link<'a> {
     /// Resends notes whose `OverTime` passed; `Err` when one ran out of resends.
     fn note_timeouts(&mut self) -> Result<(), String> {
         let now = Instant::now();
+        let re_count = self.platform.re_count;
+        self.notes.retain(|n| {
+            let forget = !n.fatal && n.deadline <= now && n.resends >= re_count;
+            if forget {
+                tracing::debug!(qn = %n.qn, "The heartbeat probe got no 9013; forgotten.");
+            }
+            !forget
+        });
         for note in &mut self.notes {
             if note.deadline > now {
                 continue;
             }
-            if note.resends >= self.platform.re_count {
+            if note.resends >= re_count {
                 return Err(format!("CN {} {} got no 9013", note.cn, note.qn));
             }
             note.resends += 1;
@@ -410,8 +496,10 @@ impl<'a> Link<'a> {
                     .then_some(self.next_backlog_at);
             let note_wake = self.notes.iter().map(|n| n.deadline).min();
             let key_wake = (self.up.keys.is_some() && self.registered()).then_some(self.next_key_check);
-            let heartbeat = (self.platform.heartbeat_secs > 0)
+            // HJ 212-2017 reserves CN 9015: heartbeats go to HJ 212-2025 platforms only.
+            let heartbeat = (self.is_2025() && self.platform.heartbeat_secs > 0)
                 .then(|| self.last_sent + Duration::from_secs(self.platform.heartbeat_secs));
+            let probe_wake = self.probe_due_at();
             tokio::select! {
                 () = shutdown.cancelled() => {
                     let _ = wr.shutdown().await;
@@ -432,19 +520,14 @@ impl<'a> Link<'a> {
                 () = sleep_until(note_wake) => self.note_timeouts()?,
                 () = sleep_until(key_wake) => self.check_key(),
                 () = sleep_until(heartbeat) => {
-                    if self.is_2025() {
-                        // HJ 212-2025 C.54: the platform answers 9015 with 9013.
-                        if !self.notes.iter().any(|n| n.cn == 9015) {
-                            self.notify(&Message::Heartbeat);
-                        }
-                    } else {
-                        let now = self.now();
-                        if let Err(e) = self.session.submit(now, Message::Heartbeat, false) {
-                            tracing::debug!(platform = %self.name(), error = %e, "Heartbeat not sent.");
-                        }
+                    // HJ 212-2025 C.54: the platform answers 9015 with 9013.
+                    if !self.notes.iter().any(|n| n.cn == 9015) {
+                        self.notify(&Message::Heartbeat);
                     }
                     self.last_sent = Instant::now();
                 }
+                () = sleep_until(probe_wake) => self.probe(),
+                Some(done) = self.controls_rx.recv() => self.finish_control(done),
                 changed = appended.changed() => {
                     if changed.is_err() {
                         return Ok(());
@@ -481,6 +564,9 @@ impl<'a> Link<'a> {
                 Opened::Decrypted { frame, key } => {
                     if key > 0 {
                         tracing::info!(platform = %self.name(), "Frame opened with the replaced key (grace period).");
+                    } else {
+                        // The platform encrypts with the key we use: the keys agree.
+                        self.sealed_answered = true;
                     }
                     opened = frame;
                     &opened
@@ -597,7 +683,8 @@ impl<'a> Link<'a> {
             Ok(handle) => {
                 tracing::debug!(platform = %self.name(), seq, cn = rec.cn, qn = %handle, "Upload submitted.");
                 if self.platform.ack {
-                    self.in_flight.insert(handle, seq);
+                    let sealed = self.up.keys.is_some() && hj212_codec::crypt::must_encrypt(rec.cn);
+                    self.in_flight.insert(handle, InFlight { seq, at: Instant::now(), sealed });
                 } else {
                     self.written_unacked.push(seq);
                 }
@@ -612,13 +699,24 @@ impl<'a> Link<'a> {
     async fn on_event(&mut self, event: Event) -> Result<(), String> {
         match event {
             Event::Acked { qn } => {
-                if let Some(seq) = self.in_flight.remove(&qn) {
+                if let Some(up) = self.in_flight.remove(&qn) {
                     Metrics::inc(&self.site.metrics.uploads_acked);
-                    self.remove(seq);
+                    self.sealed_answered |= up.sealed;
+                    self.remove(up.seq);
                 }
             }
             Event::Failed { qn, cn, reason } => {
-                if self.in_flight.contains_key(&qn) {
+                if let Some(up) = self.in_flight.get(&qn) {
+                    if up.sealed && matches!(reason, Failure::NoAnswer { .. }) && self.key_mismatch_suspected() {
+                        Metrics::inc(&self.site.metrics.suspected_key_mismatch);
+                        tracing::error!(
+                            platform = %self.name(),
+                            %qn,
+                            cn,
+                            "Encrypted uploads get no answer while frames in clear on the same link do: the platform probably holds another SM4 key (compare `key`, or the last key it sent with CN 1014)."
+                        );
+                        return Err(format!("upload {qn} (CN {cn}) got no answer: probable SM4 key mismatch"));
+                    }
                     return Err(format!("upload {qn} (CN {cn}) failed: {reason:?}"));
                 }
                 if matches!(reason, Failure::NoAnswer { .. }) {
@@ -634,6 +732,12 @@ impl<'a> Link<'a> {
             Event::Stray { cn: 9013, qn: Some(qn) } if self.notes.iter().any(|n| n.qn == qn) => {
                 let i = self.notes.iter().position(|n| n.qn == qn).unwrap_or_default();
                 let note = self.notes.remove(i);
+                // 1014 goes out encrypted; 1001 and 9015 in clear.
+                if note.cn == 1014 {
+                    self.sealed_answered = true;
+                } else {
+                    self.clear_answered = true;
+                }
                 match note.cn {
                     1001 => {
                         tracing::info!(platform = %self.name(), "Hardware identifiers received; waiting for the MN (CN 1002).")
@@ -790,6 +894,22 @@ impl<'a> Link<'a> {
                     tracing::warn!(platform = %self.name(), %qn, %error, "Cannot finish a request.");
                 }
             }
+            Message::AnalyzerControl { cn, pol_id, calibration_type } if (3011..=3014).contains(&cn.value()) => {
+                let action = match (cn.value(), calibration_type) {
+                    (3011, None) => ControlAction::Calibration,
+                    (3011, Some(CalibrationType::Zero)) => ControlAction::ZeroCalibration,
+                    (3011, Some(CalibrationType::Span)) => ControlAction::SpanCalibration,
+                    (3011, Some(other)) => {
+                        tracing::info!(platform = %self.name(), %qn, calibration_type = other.value(), "Calibration (CN 3011) with an unknown CalibrationType.");
+                        return self.answer(qn, Vec::new(), ExeRtn::BadCondition);
+                    }
+                    (3012, _) => ControlAction::SampleNow,
+                    (3013, _) => ControlAction::Cleaning,
+                    _ => ControlAction::ComparisonSample,
+                };
+                self.start_control(qn, Some(&pol_id), action);
+            }
+            Message::OverLimitSampling => self.start_control(qn, None, ControlAction::RetainSample),
             Message::AssignMn { dau_id } => self.assign_mn(qn, &dau_id, header_mn),
             Message::Key { created, new_key: Some(new_key) } => self.install_key(qn, &created, &new_key),
             other => {
@@ -801,6 +921,140 @@ impl<'a> Link<'a> {
 }
 
 impl Link<'_> {
+    /// When to probe a silent encrypted link with a 9015 in clear: `OverTime` after the oldest
+    /// encrypted upload still unanswered, while nothing encrypted and nothing in clear has been
+    /// answered on this link (once per link).
+    fn probe_due_at(&self) -> Option<Instant> {
+        if self.up.keys.is_none() || self.probe_sent || self.sealed_answered || self.clear_answered {
+            return None;
+        }
+        let oldest = self.in_flight.values().filter(|u| u.sealed).map(|u| u.at).min()?;
+        Some(oldest + Duration::from_secs(self.platform.over_time_secs))
+    }
+
+    /// Sends the 9015 probe (see the module docs).
+    fn probe(&mut self) {
+        if self.probe_due_at().is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.probe_sent = true;
+        if self.notes.iter().any(|n| n.cn == 9015) {
+            return; // A heartbeat is already out: its 9013 tells the same.
+        }
+        tracing::info!(platform = %self.name(), "Encrypted uploads unanswered: checking the link with a heartbeat in clear (CN 9015).");
+        self.notify_with(&Message::Heartbeat, false);
+    }
+
+    /// True when this link's evidence points at a key mismatch: frames in clear were answered,
+    /// nothing encrypted was.
+    fn key_mismatch_suspected(&self) -> bool {
+        self.up.keys.is_some() && self.clear_answered && !self.sealed_answered
+    }
+
+    /// CN 3011–3015: refuses, or accepts and hands the write to the analyzer's serial port.
+    fn start_control(&mut self, qn: &str, pol_id: Option<&str>, action: ControlAction) {
+        let (analyzer, control) = match self.site.find_control(pol_id, action) {
+            Ok(found) => found,
+            Err(refusal) => {
+                let (counter, why) = match refusal {
+                    ControlRefusal::UnknownAnalyzer => {
+                        (&self.site.metrics.control_refused_unknown_analyzer, "no analyzer has this PolId")
+                    }
+                    ControlRefusal::NoControl => {
+                        (&self.site.metrics.control_refused_no_control, "the analyzer's profile has no such control")
+                    }
+                };
+                Metrics::inc(counter);
+                tracing::warn!(
+                    platform = %self.name(),
+                    %qn,
+                    cn = action.command(),
+                    pol_id = pol_id.unwrap_or(""),
+                    %action,
+                    reason = refusal.label(),
+                    why,
+                    "Control request refused."
+                );
+                return self.refuse(qn, QnRtn::Refused);
+            }
+        };
+        let now = self.now();
+        if let Err(error) = self.session.accept(now, qn) {
+            tracing::warn!(platform = %self.name(), %qn, %error, "Cannot accept a request.");
+            return;
+        }
+        tracing::info!(
+            platform = %self.name(),
+            %qn,
+            cn = action.command(),
+            analyzer = %self.site.analyzers[analyzer].name,
+            %action,
+            "Control request accepted."
+        );
+        let (site, done, qn) = (self.site.clone(), self.controls_tx.clone(), qn.to_string());
+        tokio::spawn(async move {
+            let result = site.control(analyzer, control).await;
+            let vase = match (&result, action, site.vase_point(analyzer)) {
+                (Ok(()), ControlAction::RetainSample, Some(point)) => Some(site.read_point(analyzer, point).await),
+                _ => None,
+            };
+            // The link may be gone by now; its session with it.
+            let _ = done.send(ControlDone { qn, action, analyzer, result, vase });
+        });
+    }
+
+    /// Ends a control request: the 3015 upload when there is a bottle number, then `9012`.
+    fn finish_control(&mut self, done: ControlDone) {
+        let ControlDone { qn, action, analyzer, result, vase } = done;
+        let metrics = &self.site.metrics;
+        let exe = match &result {
+            Ok(()) => {
+                Metrics::inc(&metrics.control_ok);
+                ExeRtn::Success
+            }
+            Err(error) => {
+                Metrics::inc(match error {
+                    ControlError::Timeout(_) => &metrics.control_timeout,
+                    ControlError::Exception(_) => &metrics.control_exception,
+                    ControlError::Unavailable(_) => &metrics.control_unavailable,
+                });
+                error.exe_rtn()
+            }
+        };
+        let name = &self.site.analyzers[analyzer].name;
+        match &result {
+            Ok(()) => tracing::info!(platform = %self.name(), %qn, analyzer = %name, %action, "Control carried out."),
+            Err(error) => tracing::warn!(
+                platform = %self.name(),
+                %qn,
+                analyzer = %name,
+                %action,
+                %error,
+                exe_rtn = exe.value(),
+                "Control not carried out."
+            ),
+        }
+        let now = self.now();
+        match vase {
+            Some(Ok(value)) => {
+                let vase_no =
+                    value.as_f64().filter(|v| v.is_finite()).map_or(0, |v| v.round().clamp(0.0, 65535.0) as u16);
+                let data_time = DateTime { millis: 0, ..self.site.clock.now() };
+                let reply = Message::OverLimitSampleReply { data_time, vase_no };
+                if let Err(error) = self.session.reply(now, &qn, reply, self.platform.ack) {
+                    tracing::warn!(platform = %self.name(), %qn, %error, "Cannot send the retention (CN 3015) upload.");
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(platform = %self.name(), %qn, analyzer = %name, %error, "Sample retained, but its bottle number could not be read.");
+            }
+            None => {}
+        }
+        if let Err(error) = self.session.finish(now, &qn, exe) {
+            tracing::warn!(platform = %self.name(), %qn, %error, "Cannot finish a request.");
+        }
+    }
+
     /// CN 1002: the platform assigns the MN in the request's header to the DAU `dau_id` names.
     fn assign_mn(&mut self, qn: &str, dau_id: &str, mn: &str) {
         let ours = &self.site.config.hardware.dau_id;

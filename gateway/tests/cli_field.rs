@@ -51,9 +51,7 @@ use common::{analyzer_on_pty, open_pty as pty};
 fn cod_simulator(unit: Option<u8>) -> Arc<Mutex<Simulator>> {
     let mut profile = firmware::profile::OwnedProfile::from_profile(&firmware::profile::builtin::SURFACE_WATER_COD);
     if let Some(u) = unit {
-        for p in &mut profile.points {
-            p.unit = u;
-        }
+        profile.set_unit(u);
     }
     let mut sim = Simulator::new(&profile.as_profile());
     sim.response_delay_us = 1_000;

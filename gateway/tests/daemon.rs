@@ -256,13 +256,7 @@ async fn values_flags_statistics_history_and_dynamic_control() {
     let req = platform.request(Message::GetRtdInterval).await;
     let reply = platform.upload(long, |u| u.request.as_deref() == Some(req.as_str())).await;
     assert_eq!(reply.packet.cp_get("RtdInterval"), Some("1"));
-    let req = platform
-        .request(Message::AnalyzerControl {
-            cn: hj212_codec::Command::Calibrate,
-            pol_id: "w01018".into(),
-            calibration_type: None,
-        })
-        .await;
+    let req = platform.request(Message::GetSamplingPeriod { pol_id: "w01018".into() }).await;
     let refused = tokio::time::timeout(long, async {
         loop {
             if let Seen::Refused { qn, qn_rtn } = platform.seen.recv().await.unwrap() {

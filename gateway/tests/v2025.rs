@@ -357,6 +357,8 @@ async fn registration_keys_encryption_and_heartbeat_next_to_a_2017_platform() {
     assert!(quiet.is_err(), "a frame under a wrong key was answered");
     assert!(gw.metrics().decrypt_failures.load(Ordering::Relaxed) >= 1);
     assert_eq!(gw.metrics().keys_installed.load(Ordering::Relaxed), 1);
+    // Keys that agree are never taken for a mismatch.
+    assert_eq!(gw.metrics().suspected_key_mismatch.load(Ordering::Relaxed), 0);
 
     // The 2017 platform, fed at the same time, got plaintext 2017 frames with the site's MN.
     let rt = d17.next(long, |s| s.cn == 2011).await;
@@ -537,6 +539,110 @@ async fn records_new_in_2025_reach_2025_platforms_only() {
     assert!(!seen17.iter().any(|cn| matches!(cn, 2013 | 2062 | 2111)), "2025 records sent to 2017: {seen17:?}");
     let left: Vec<u16> = store.queue_range("p17", 0, 10_000).unwrap().iter().map(|(_, r)| r.cn).collect();
     assert!(!left.iter().any(|cn| matches!(cn, 2013 | 2111)), "2025 records held for the 2017 platform: {left:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `heartbeat_secs` on both platforms of a quiet gateway: the HJ 212-2025 platform gets 9015 (and
+/// answers 9013), the HJ 212-2017 platform, where CN 9015 is reserved, gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_go_to_2025_platforms_only() {
+    let dir = temp_dir("heartbeat-versions");
+    let pty = analyzer_on_pty(common::cod_simulator());
+    let (l17, l25) = (TcpListener::bind("127.0.0.1:0").await.unwrap(), TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let mut cfg = config(&dir, &pty.path);
+    cfg.acquisition.rtd_interval_secs = 3600; // one real-time record at start, then quiet links
+    let mut p17 = platform("p17", l17.local_addr().unwrap(), 2017);
+    let mut p25 = platform("p25", l25.local_addr().unwrap(), 2025);
+    p17.heartbeat_secs = 1;
+    p25.heartbeat_secs = 1;
+    cfg.platform = vec![p17, p25];
+    let mut d17 = double(l17, Version::V2017, Vec::new(), Arc::new(AtomicUsize::new(0)));
+    let mut d25 = double(l25, Version::V2025, Vec::new(), Arc::new(AtomicUsize::new(0)));
+    let shutdown = CancellationToken::new();
+    let clock = Arc::new(ScaledClock::new(ORIGIN, 1));
+    let gw = hj212_gateway::start_with(cfg, shutdown.clone(), Options { clock: Some(clock) }).await.unwrap();
+    let long = Duration::from_secs(15);
+
+    for _ in 0..2 {
+        let hb = d25.next(long, |s| s.cn == 9015).await;
+        assert_eq!(Flag(hb.flag).version(), Version::V2025);
+    }
+    // The 2017 platform gets data, and in the same time no heartbeat.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut seen17 = Vec::new();
+    while let Ok(s) = tokio::time::timeout_at(until, d17.next(long, |_| true)).await {
+        seen17.push(s.cn);
+    }
+    assert!(seen17.contains(&2011), "the 2017 platform got no data: {seen17:?}");
+    assert!(!seen17.contains(&9015), "CN 9015 sent to an HJ 212-2017 platform: {seen17:?}");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A platform that holds another SM4 key cannot open the uploads and, as it should, stays silent.
+/// The gateway probes the link with a 9015 in clear, which is answered, and then names the
+/// probable cause when the upload fails (`hj212_gateway_suspected_key_mismatch_total`). The same
+/// platform with the right key raises nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_platform_with_another_key_is_reported_as_a_probable_key_mismatch() {
+    let dir = temp_dir("key-mismatch");
+    let pty = analyzer_on_pty(common::cod_simulator());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = config(&dir, &pty.path);
+    let mut p = platform("p25", addr, 2025);
+    p.encryption = Encryption::Sm4;
+    p.key = Some(KEY1.into());
+    p.over_time_secs = 1;
+    p.re_count = 1;
+    cfg.platform = vec![p];
+    let shutdown = CancellationToken::new();
+    let clock = Arc::new(ScaledClock::new(ORIGIN, 1));
+    let gw = hj212_gateway::start_with(cfg, shutdown.clone(), Options { clock: Some(clock) }).await.unwrap();
+    let metrics = gw.metrics();
+    let long = Duration::from_secs(15);
+
+    // The platform holds WRONG: encrypted uploads stay unanswered; the probe in clear is answered.
+    let conns = Arc::new(AtomicUsize::new(0));
+    let mut d1 = double(listener, Version::V2025, vec![key(WRONG)], conns.clone());
+    // Its CP does not open, so only the clear header says what it is.
+    let up = d1.next(long, |s| header(s).contains(";CN=2011;")).await;
+    assert!(!up.decrypted && !up.crc_ok, "the wrong key opened the upload");
+    let probe = d1.next(long, |s| s.cn == 9015).await;
+    assert!(probe.crc_ok && probe.wire == probe.plain, "the probe must go in clear: {}", text(&probe.wire));
+    assert_eq!(Flag(probe.flag).version(), Version::V2025);
+    tokio::time::timeout(long, async {
+        while metrics.suspected_key_mismatch.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("no key mismatch reported");
+    assert_eq!(metrics.decrypt_failures.load(Ordering::Relaxed), 0);
+    let text_metrics = metrics.render(gw.store().as_ref(), &["p25".into()]);
+    assert!(text_metrics.contains("hj212_gateway_suspected_key_mismatch_total 1"), "{text_metrics}");
+    drop(d1);
+
+    // The same platform with the key the gateway uses: acknowledged, and no new suspicion.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let mut d2 = double(listener, Version::V2025, vec![key(KEY1)], Arc::new(AtomicUsize::new(0)));
+    let up = d2.next(long, |s| s.cn == 2011).await;
+    assert_encrypted(&up);
+    let acked_before = metrics.uploads_acked.load(Ordering::Relaxed);
+    tokio::time::timeout(long, async {
+        while metrics.uploads_acked.load(Ordering::Relaxed) < acked_before + 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("uploads not acknowledged with the right key");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metrics.suspected_key_mismatch.load(Ordering::Relaxed), 1);
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), gw.wait()).await.expect("shutdown timed out");

@@ -5,13 +5,19 @@
 //! meter, the flue-gas parameter unit, the energy meter and the furnace temperature) the layout is our own generic choice and
 //! says so; check every map against the instrument's manual and firmware before use.
 //!
+//! Control actions (CN 3011–3015): the surface-water profiles follow the CNEMC block, whose control
+//! register 0x1200 (notes §4.1) takes 1 measure a sample, 8 blank calibration, 9 standard
+//! calibration, 10 initial cleaning and 19 calibrate; they get those five. The notes give no
+//! control register for the other analyzers, so their profiles list no controls and the DAU
+//! refuses those commands for them.
+//!
 //! Default unit addresses: surface-water COD 1, NH3-N 2, TP 3, TN 4; word-swapped COD 5; flow meter
 //! 6; CEMS gas analyzer 7 and flue-gas parameter unit 8; energy meter 9; incinerator furnace 10. Copy a profile into an
 //! [`OwnedProfile`](super::OwnedProfile) to change them.
 
 use super::{
-    AnalyzerMode as M, ByteOrder, Code, FacilityQuantity, FacilityRule, PointSpec, Profile, StatusEntry, Target,
-    ValueType,
+    AnalyzerMode as M, ByteOrder, Code, ControlAction as A, ControlSpec, FacilityQuantity, FacilityRule, PointSpec,
+    Profile, StatusEntry, Target, ValueType,
 };
 use crate::modbus::FunctionCode;
 
@@ -86,24 +92,52 @@ static SW_NH3N: [PointSpec; 16] = surface_water_points!(2, "w21003");
 static SW_TP: [PointSpec; 16] = surface_water_points!(3, "w21011");
 static SW_TN: [PointSpec; 16] = surface_water_points!(4, "w21001");
 
-const fn surface_water(name: &'static str, points: &'static [PointSpec]) -> Profile<'static> {
+/// The surface-water block's control register (notes §4.1, "Control register 0x1200 (write)").
+pub const SURFACE_WATER_CONTROL_REGISTER: u16 = 0x1200;
+
+/// The actions of the control register 0x1200, written with FC 06: 8 blank calibration (zero),
+/// 9 standard calibration (span), 19 calibrate (both), 1 measure a sample, 10 initial cleaning.
+/// The block has no comparison-sampling or sample-retention code.
+macro_rules! surface_water_controls {
+    ($unit:expr) => {
+        [
+            ControlSpec::register(A::ZeroCalibration, $unit, SURFACE_WATER_CONTROL_REGISTER, 8),
+            ControlSpec::register(A::SpanCalibration, $unit, SURFACE_WATER_CONTROL_REGISTER, 9),
+            ControlSpec::register(A::Calibration, $unit, SURFACE_WATER_CONTROL_REGISTER, 19),
+            ControlSpec::register(A::SampleNow, $unit, SURFACE_WATER_CONTROL_REGISTER, 1),
+            ControlSpec::register(A::Cleaning, $unit, SURFACE_WATER_CONTROL_REGISTER, 10),
+        ]
+    };
+}
+
+static SW_COD_CONTROLS: [ControlSpec; 5] = surface_water_controls!(1);
+static SW_NH3N_CONTROLS: [ControlSpec; 5] = surface_water_controls!(2);
+static SW_TP_CONTROLS: [ControlSpec; 5] = surface_water_controls!(3);
+static SW_TN_CONTROLS: [ControlSpec; 5] = surface_water_controls!(4);
+
+const fn surface_water(
+    name: &'static str,
+    points: &'static [PointSpec],
+    controls: &'static [ControlSpec],
+) -> Profile<'static> {
     Profile {
         name,
         points,
         status_map: &SURFACE_WATER_STATUS,
         fatal_alarms: &SURFACE_WATER_FATAL_ALARMS,
         facility: None,
+        controls,
     }
 }
 
 /// Surface-water-style COD (CODCr, w01018) analyzer, unit 1.
-pub static SURFACE_WATER_COD: Profile<'static> = surface_water("surface-water-cod", &SW_COD);
+pub static SURFACE_WATER_COD: Profile<'static> = surface_water("surface-water-cod", &SW_COD, &SW_COD_CONTROLS);
 /// Surface-water-style NH3-N (w21003) analyzer, unit 2.
-pub static SURFACE_WATER_NH3N: Profile<'static> = surface_water("surface-water-nh3n", &SW_NH3N);
+pub static SURFACE_WATER_NH3N: Profile<'static> = surface_water("surface-water-nh3n", &SW_NH3N, &SW_NH3N_CONTROLS);
 /// Surface-water-style TP (w21011) analyzer, unit 3.
-pub static SURFACE_WATER_TP: Profile<'static> = surface_water("surface-water-tp", &SW_TP);
+pub static SURFACE_WATER_TP: Profile<'static> = surface_water("surface-water-tp", &SW_TP, &SW_TP_CONTROLS);
 /// Surface-water-style TN (w21001) analyzer, unit 4.
-pub static SURFACE_WATER_TN: Profile<'static> = surface_water("surface-water-tn", &SW_TN);
+pub static SURFACE_WATER_TN: Profile<'static> = surface_water("surface-water-tn", &SW_TN, &SW_TN_CONTROLS);
 
 /// Operating-mode words of the word-swapped COD analyzer at 0x0033 (notes §4.2).
 pub static WORD_SWAPPED_COD_STATUS: [StatusEntry; 11] = [
@@ -141,6 +175,7 @@ pub static WORD_SWAPPED_COD: Profile<'static> = Profile {
     status_map: &WORD_SWAPPED_COD_STATUS,
     fatal_alarms: &[2],
     facility: None,
+    controls: &[],
 };
 
 static FLOW: [PointSpec; 2] = [
@@ -151,7 +186,7 @@ static FLOW: [PointSpec; 2] = [
 /// A generic flow meter (w00000): instantaneous flow in L/s and a totaliser in m³; unit 6.
 /// Our own layout, not from the notes.
 pub static FLOW_METER: Profile<'static> =
-    Profile { name: "flow-meter", points: &FLOW, status_map: &[], fatal_alarms: &[], facility: None };
+    Profile { name: "flow-meter", points: &FLOW, status_map: &[], fatal_alarms: &[], facility: None, controls: &[] };
 
 /// Status values of the CEMS gas analyzer at 0x0212, carried as a float (notes §4.4).
 pub static CEMS_STATUS: [StatusEntry; 8] = [
@@ -185,8 +220,14 @@ static CEMS: [PointSpec; 10] = [
 
 /// A flue-gas CEMS: gas analyzer (SO2, NOx, O2, humidity, status) on unit 7 in the style of notes
 /// §4.4, and a parameter unit (particulates, temperature, pressure in kPa, velocity, flow) on unit 8.
-pub static FLUE_GAS_CEMS: Profile<'static> =
-    Profile { name: "flue-gas-cems", points: &CEMS, status_map: &CEMS_STATUS, fatal_alarms: &[], facility: None };
+pub static FLUE_GAS_CEMS: Profile<'static> = Profile {
+    name: "flue-gas-cems",
+    points: &CEMS,
+    status_map: &CEMS_STATUS,
+    fatal_alarms: &[],
+    facility: None,
+    controls: &[],
+};
 
 static METER: [PointSpec; 5] = [
     p(9, HOLD, 0x200C, ValueType::F32, ByteOrder::ABCD, Target::Facility(FacilityQuantity::Current(1))),
@@ -205,6 +246,7 @@ pub static ENERGY_METER: Profile<'static> = Profile {
     status_map: &[],
     fatal_alarms: &[],
     facility: Some(FacilityRule { code: Code::new("SB1"), running_current_a: 2.0 }),
+    controls: &[],
 };
 
 static FURNACE: [PointSpec; 1] =
@@ -213,8 +255,14 @@ static FURNACE: [PointSpec; 1] =
 /// A waste-incinerator furnace temperature transmitter, unit 10: the furnace mean combustion
 /// temperature `a01901` (℃), FC 04, one float ABCD at 0x0000. Our own layout, not from the notes;
 /// with HJ 212-2025 on, its five-minute means go up as CN 2111.
-pub static INCINERATOR_FURNACE: Profile<'static> =
-    Profile { name: "incinerator-furnace", points: &FURNACE, status_map: &[], fatal_alarms: &[], facility: None };
+pub static INCINERATOR_FURNACE: Profile<'static> = Profile {
+    name: "incinerator-furnace",
+    points: &FURNACE,
+    status_map: &[],
+    fatal_alarms: &[],
+    facility: None,
+    controls: &[],
+};
 
 /// Every shipped profile.
 pub static ALL: [&Profile<'static>; 9] = [
@@ -240,6 +288,30 @@ mod tests {
                 assert!(p.function.is_read(), "{}", profile.name);
                 assert!(p.block().end() <= 0x1_0000);
             }
+        }
+    }
+
+    #[test]
+    fn surface_water_profiles_control_through_register_0x1200_and_the_others_not_at_all() {
+        for profile in ALL {
+            let units: Vec<u8> = profile.points.iter().map(|p| p.unit).collect();
+            for c in profile.controls {
+                assert!(c.is_valid(), "{}", profile.name);
+                assert!(units.contains(&c.unit), "{}: control on a unit without points", profile.name);
+            }
+            if !profile.name.starts_with("surface-water-") {
+                assert!(profile.controls.is_empty(), "{}", profile.name);
+                continue;
+            }
+            let code = |a: A| profile.control(a).map(|c| (c.function, c.address, c.value));
+            let fc06 = crate::modbus::FunctionCode::WriteSingleRegister;
+            assert_eq!(code(A::ZeroCalibration), Some((fc06, 0x1200, 8)));
+            assert_eq!(code(A::SpanCalibration), Some((fc06, 0x1200, 9)));
+            assert_eq!(code(A::Calibration), Some((fc06, 0x1200, 19)));
+            assert_eq!(code(A::SampleNow), Some((fc06, 0x1200, 1)));
+            assert_eq!(code(A::Cleaning), Some((fc06, 0x1200, 10)));
+            assert_eq!(code(A::ComparisonSample), None);
+            assert_eq!(code(A::RetainSample), None);
         }
     }
 }

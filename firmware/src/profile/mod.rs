@@ -6,6 +6,11 @@
 //! dynamic-control parameter (i-code), the analyzer's own measurement time, or a facility
 //! electricity quantity.
 //!
+//! A profile may also list [`ControlSpec`]s: the actions a platform can ask of the analyzer
+//! (HJ 212-2017 CN 3011–3015: calibration, immediate sampling, cleaning, comparison sampling,
+//! sample retention), each triggered by one Modbus write to a control register or coil. A
+//! profile without a known control register lists none, and the DAU refuses those commands.
+//!
 //! Invariants:
 //! - Everything is `Copy` and constructible in `const`/`static` under `no_std`; the shipped profiles in
 //!   [`builtin`] are `static`s.
@@ -21,7 +26,7 @@ pub mod builtin;
 
 use core::fmt;
 
-use crate::modbus::{FunctionCode, ReadBlock};
+use crate::modbus::{FunctionCode, ReadBlock, Request};
 
 /// A code of up to 8 ASCII characters: a pollutant code (`w01018`), an i-code (`i13008`) or a
 /// facility code. Stored inline so it is `Copy` and `const`-constructible.
@@ -297,6 +302,10 @@ pub enum Target {
     /// A facility electricity quantity.
     Facility(FacilityQuantity),
 }
+
+/// The retention bottle number, `i43006` (HJ 212-2017 Table B.10, water sampler): a profile with a
+/// point of this target can say which bottle a sample retention (CN 3015) filled.
+pub const VASE_NO: Target = Target::Info(Code::new("i43006"));
 
 /// One point: where it is, how to decode it, what it becomes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -625,6 +634,143 @@ impl FacilityRule {
     }
 }
 
+/// An action a platform can ask of an analyzer (HJ 212-2017 Appendix C tables C.30–C.34).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "std", derive(serde::Deserialize))]
+#[cfg_attr(feature = "std", serde(rename_all = "snake_case"))]
+pub enum ControlAction {
+    /// Zero-point calibration (CN 3011; in HJ 212-2025 with `CalibrationType=0`).
+    ZeroCalibration,
+    /// Span calibration (CN 3011; in HJ 212-2025 with `CalibrationType=1`).
+    SpanCalibration,
+    /// The analyzer's own zero-and-span calibration: an HJ 212-2017 CN 3011, which carries no
+    /// `CalibrationType`.
+    Calibration,
+    /// Immediate sampling: measure a sample now (CN 3012).
+    SampleNow,
+    /// Cleaning or back-blowing (CN 3013).
+    Cleaning,
+    /// Comparison sampling (CN 3014).
+    ComparisonSample,
+    /// Over-limit sample retention (CN 3015).
+    RetainSample,
+}
+
+impl ControlAction {
+    /// Every action.
+    pub const ALL: [Self; 7] = [
+        Self::ZeroCalibration,
+        Self::SpanCalibration,
+        Self::Calibration,
+        Self::SampleNow,
+        Self::Cleaning,
+        Self::ComparisonSample,
+        Self::RetainSample,
+    ];
+
+    /// The HJ 212 command that asks for it.
+    pub const fn command(self) -> u16 {
+        match self {
+            Self::ZeroCalibration | Self::SpanCalibration | Self::Calibration => 3011,
+            Self::SampleNow => 3012,
+            Self::Cleaning => 3013,
+            Self::ComparisonSample => 3014,
+            Self::RetainSample => 3015,
+        }
+    }
+
+    /// The mode the analyzer is in while it carries the action out; `None` for sample retention,
+    /// which the sampler does without changing the analyzer's state.
+    pub const fn mode(self) -> Option<AnalyzerMode> {
+        match self {
+            Self::ZeroCalibration | Self::SpanCalibration | Self::Calibration => Some(AnalyzerMode::Calibration),
+            Self::SampleNow | Self::ComparisonSample => Some(AnalyzerMode::Measuring),
+            Self::Cleaning => Some(AnalyzerMode::Cleaning),
+            Self::RetainSample => None,
+        }
+    }
+
+    /// A short name for logs (the serde name).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ZeroCalibration => "zero_calibration",
+            Self::SpanCalibration => "span_calibration",
+            Self::Calibration => "calibration",
+            Self::SampleNow => "sample_now",
+            Self::Cleaning => "cleaning",
+            Self::ComparisonSample => "comparison_sample",
+            Self::RetainSample => "retain_sample",
+        }
+    }
+}
+
+impl fmt::Display for ControlAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How an analyzer is told to carry out a [`ControlAction`]: one Modbus write.
+///
+/// `function` is FC 06 (write `value` to the holding register `address`), FC 16 (the same as a
+/// one-register multiple write, for devices that take only FC 16) or FC 05 (set the coil
+/// `address` when `value` is non-zero, clear it when 0). Anything else is not a valid trigger
+/// ([`ControlSpec::request`] gives `None`).
+///
+/// Example (TOML, in an [`OwnedProfile`] file): the CNEMC surface-water block's control register
+/// 0x1200, where 8 starts a blank (zero) calibration:
+///
+/// ```toml
+/// [[controls]]
+/// action = "zero_calibration"
+/// unit = 1
+/// function = "write_single_register"
+/// address = 0x1200
+/// value = 8
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "std", derive(serde::Deserialize))]
+pub struct ControlSpec {
+    /// The action this write starts.
+    pub action: ControlAction,
+    /// Unit address.
+    pub unit: u8,
+    /// The write function: FC 06, FC 16 or FC 05.
+    pub function: FunctionCode,
+    /// The control register or coil.
+    pub address: u16,
+    /// The value written (for a coil: non-zero sets it).
+    pub value: u16,
+}
+
+impl ControlSpec {
+    /// A register control (FC 06): write `value` to `address` of `unit`.
+    pub const fn register(action: ControlAction, unit: u8, address: u16, value: u16) -> Self {
+        Self { action, unit, function: FunctionCode::WriteSingleRegister, address, value }
+    }
+
+    /// True when `function` is one a control can be triggered with (FC 05, 06 or 16).
+    pub const fn is_valid(&self) -> bool {
+        matches!(
+            self.function,
+            FunctionCode::WriteSingleRegister | FunctionCode::WriteMultipleRegisters | FunctionCode::WriteSingleCoil
+        )
+    }
+
+    /// The request that triggers the action, or `None` when `function` is not a valid trigger.
+    pub fn request(&self) -> Option<Request<'_>> {
+        let address = self.address;
+        Some(match self.function {
+            FunctionCode::WriteSingleRegister => Request::WriteSingleRegister { address, value: self.value },
+            FunctionCode::WriteMultipleRegisters => {
+                Request::WriteMultipleRegisters { address, values: core::slice::from_ref(&self.value) }
+            }
+            FunctionCode::WriteSingleCoil => Request::WriteSingleCoil { address, value: self.value != 0 },
+            _ => return None,
+        })
+    }
+}
+
 /// An analyzer profile, borrowing its tables (`&'static` for the shipped ones).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Profile<'a> {
@@ -638,6 +784,8 @@ pub struct Profile<'a> {
     pub fatal_alarms: &'a [u32],
     /// The facility rule, for electricity meters.
     pub facility: Option<FacilityRule>,
+    /// The actions the analyzer can be asked to carry out, and how (empty: none).
+    pub controls: &'a [ControlSpec],
 }
 
 impl Profile<'_> {
@@ -654,6 +802,11 @@ impl Profile<'_> {
     /// The read blocks of all points, one per point, in order (coalesce them before polling).
     pub fn blocks(&self) -> impl Iterator<Item = ReadBlock> + '_ {
         self.points.iter().map(PointSpec::block)
+    }
+
+    /// How to trigger `action`, if the analyzer can carry it out (the first spec for it).
+    pub fn control(&self, action: ControlAction) -> Option<&ControlSpec> {
+        self.controls.iter().find(|c| c.action == action)
     }
 }
 
@@ -675,6 +828,9 @@ pub struct OwnedProfile {
     /// The facility rule, for electricity meters.
     #[cfg_attr(feature = "std", serde(default))]
     pub facility: Option<FacilityRule>,
+    /// The control actions and their triggers.
+    #[cfg_attr(feature = "std", serde(default))]
+    pub controls: alloc::vec::Vec<ControlSpec>,
 }
 
 #[cfg(feature = "alloc")]
@@ -687,7 +843,25 @@ impl OwnedProfile {
             status_map: &self.status_map,
             fatal_alarms: &self.fatal_alarms,
             facility: self.facility,
+            controls: &self.controls,
         }
+    }
+
+    /// Moves every point and every control to `unit`: the same analyzer at another address.
+    pub fn set_unit(&mut self, unit: u8) {
+        for p in &mut self.points {
+            p.unit = unit;
+        }
+        for c in &mut self.controls {
+            c.unit = unit;
+        }
+    }
+
+    /// True when the points and controls all address one unit.
+    pub fn is_single_unit(&self) -> bool {
+        let mut units = self.points.iter().map(|p| p.unit).chain(self.controls.iter().map(|c| c.unit));
+        let first = units.next();
+        units.all(|u| Some(u) == first)
     }
 
     /// Copies a borrowed profile.
@@ -698,6 +872,7 @@ impl OwnedProfile {
             status_map: p.status_map.to_vec(),
             fatal_alarms: p.fatal_alarms.to_vec(),
             facility: p.facility,
+            controls: p.controls.to_vec(),
         }
     }
 }
@@ -779,6 +954,49 @@ mod tests {
     }
 
     #[test]
+    fn control_specs_build_their_trigger_and_refuse_reads() {
+        let fc06 = ControlSpec::register(ControlAction::SpanCalibration, 1, 0x1200, 9);
+        assert_eq!(fc06.request(), Some(Request::WriteSingleRegister { address: 0x1200, value: 9 }));
+        let fc16 = ControlSpec { function: FunctionCode::WriteMultipleRegisters, ..fc06 };
+        assert_eq!(fc16.request(), Some(Request::WriteMultipleRegisters { address: 0x1200, values: &[9] }));
+        let coil = ControlSpec { function: FunctionCode::WriteSingleCoil, address: 7, value: 1, ..fc06 };
+        assert_eq!(coil.request(), Some(Request::WriteSingleCoil { address: 7, value: true }));
+        let read = ControlSpec { function: FunctionCode::ReadHoldingRegisters, ..fc06 };
+        assert!(!read.is_valid());
+        assert_eq!(read.request(), None);
+        assert!(fc06.is_valid() && fc16.is_valid() && coil.is_valid());
+
+        let controls = [fc06, ControlSpec::register(ControlAction::SpanCalibration, 1, 0x1200, 19)];
+        let profile =
+            Profile { name: "t", points: &[], status_map: &[], fatal_alarms: &[], facility: None, controls: &controls };
+        // The first spec for an action wins; an action without a spec has none.
+        assert_eq!(profile.control(ControlAction::SpanCalibration).map(|c| c.value), Some(9));
+        assert_eq!(profile.control(ControlAction::Cleaning), None);
+    }
+
+    #[test]
+    #[cfg(feature = "alloc")]
+    fn set_unit_moves_points_and_controls() {
+        let mut owned = OwnedProfile::from_profile(&builtin::SURFACE_WATER_TP);
+        assert!(owned.is_single_unit());
+        owned.set_unit(9);
+        assert!(owned.points.iter().all(|p| p.unit == 9));
+        assert!(!owned.controls.is_empty() && owned.controls.iter().all(|c| c.unit == 9));
+        owned.controls[0].unit = 8;
+        assert!(!owned.is_single_unit());
+    }
+
+    #[test]
+    fn control_actions_name_their_command_and_mode() {
+        let commands: [u16; 7] = ControlAction::ALL.map(ControlAction::command);
+        assert_eq!(commands, [3011, 3011, 3011, 3012, 3013, 3014, 3015]);
+        assert_eq!(ControlAction::ZeroCalibration.mode(), Some(AnalyzerMode::Calibration));
+        assert_eq!(ControlAction::SampleNow.mode(), Some(AnalyzerMode::Measuring));
+        assert_eq!(ControlAction::Cleaning.mode(), Some(AnalyzerMode::Cleaning));
+        assert_eq!(ControlAction::RetainSample.mode(), None);
+    }
+
+    #[test]
     fn codes_are_checked() {
         assert_eq!(Code::new("w01018").as_str(), "w01018");
         assert!(Code::try_new("w01018-Rtd").is_none());
@@ -815,6 +1033,38 @@ mod serde_tests {
         assert_eq!(p.mode(1), AnalyzerMode::Measuring);
         assert_eq!(p.mode(7), AnalyzerMode::Other);
         let bad = json.replace("w01018", "w01018-Rtd");
+        assert!(serde_json::from_str::<OwnedProfile>(&bad).is_err());
+        // No `controls`: none.
+        assert!(p.controls.is_empty());
+    }
+
+    #[test]
+    fn owned_profile_reads_controls() {
+        let json = r#"{
+            "name": "sampler",
+            "points": [{"unit": 3, "function": "read_holding_registers", "address": 16,
+                        "value": "u16", "target": {"info": "i43006"}}],
+            "controls": [
+                {"action": "retain_sample", "unit": 3, "function": "write_single_coil", "address": 5, "value": 1},
+                {"action": "zero_calibration", "unit": 3, "function": "write_multiple_registers",
+                 "address": 4608, "value": 8}
+            ]
+        }"#;
+        let owned: OwnedProfile = serde_json::from_str(json).unwrap();
+        let p = owned.as_profile();
+        assert_eq!(
+            p.control(ControlAction::RetainSample),
+            Some(&ControlSpec {
+                action: ControlAction::RetainSample,
+                unit: 3,
+                function: FunctionCode::WriteSingleCoil,
+                address: 5,
+                value: 1,
+            })
+        );
+        assert_eq!(p.control(ControlAction::ZeroCalibration).map(|c| (c.address, c.value)), Some((0x1200, 8)));
+        assert_eq!(OwnedProfile::from_profile(&p), owned);
+        let bad = json.replace("retain_sample", "reboot");
         assert!(serde_json::from_str::<OwnedProfile>(&bad).is_err());
     }
 }

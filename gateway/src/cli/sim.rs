@@ -3,6 +3,8 @@
 //! - `sim analyzer` serves the firmware's [`Simulator`] (a Modbus RTU slave model of a built-in
 //!   profile) on a serial device until it is interrupted. Requests are cut by length (from the
 //!   function code) and a partial request followed by a silence is dropped, as a slave does.
+//!   Writes to the profile's control registers (CN 3011–3015 through a DAU) start the action, as
+//!   the firmware's simulator documents; its clock is the system clock at `--utc-offset-minutes`.
 //! - `sim platform` listens on TCP and plays the platform role of the codec's session for each
 //!   connection: it answers uploads that ask for it with `9014`, notifications with `9013`, and
 //!   prints each frame it receives on one line, in the manner of `hj212 tail`.
@@ -36,6 +38,10 @@ pub struct AnalyzerOpts {
     /// Set a value before serving: `w01018=42.5` (a pollutant or parameter code), `status=1`.
     #[arg(long = "set", value_name = "CODE=VALUE")]
     pub set: Vec<String>,
+    /// The analyzer's clock, minutes east of UTC: the time stamped on calibrations and
+    /// measurements that control writes start.
+    #[arg(long, default_value_t = 480, allow_hyphen_values = true)]
+    pub utc_offset_minutes: i32,
 }
 
 /// Options of `sim platform`.
@@ -79,13 +85,10 @@ fn profile(name: &str, unit: Option<u8>) -> Result<OwnedProfile> {
     };
     let mut owned = OwnedProfile::from_profile(p);
     if let Some(unit) = unit {
-        let first = owned.points[0].unit;
-        if owned.points.iter().any(|p| p.unit != first) {
+        if !owned.is_single_unit() {
             bail!("the profile {name} spans several units; leave --unit out");
         }
-        for p in &mut owned.points {
-            p.unit = unit;
-        }
+        owned.set_unit(unit);
     }
     Ok(owned)
 }
@@ -123,7 +126,7 @@ fn analyzer(o: &AnalyzerOpts) -> Result<u8> {
         .timeout(Duration::from_millis(10))
         .open()
         .with_context(|| format!("cannot open {}", o.line.port.display()))?;
-    let mut units: Vec<u8> = owned.points.iter().map(|p| p.unit).collect();
+    let mut units: Vec<u8> = owned.points.iter().map(|p| p.unit).chain(owned.controls.iter().map(|c| c.unit)).collect();
     units.dedup();
     units.sort_unstable();
     units.dedup();
@@ -156,6 +159,9 @@ fn analyzer(o: &AnalyzerOpts) -> Result<u8> {
             continue;
         }
         buf.extend_from_slice(&chunk[..n]);
+        if let Some(t) = analyzer_time(o.utc_offset_minutes) {
+            sim.set_time(t);
+        }
         while let Some(len) = firmware::sim::request_len(&buf).filter(|l| buf.len() >= *l) {
             let frame: Vec<u8> = buf.drain(..len).collect();
             let Some(reply) = sim.handle(&frame) else { continue };
@@ -172,6 +178,14 @@ fn analyzer(o: &AnalyzerOpts) -> Result<u8> {
             port.flush()?;
         }
     }
+}
+
+/// The system clock at `utc_offset_minutes`, as the analyzer's time.
+fn analyzer_time(utc_offset_minutes: i32) -> Option<firmware::profile::DateTime> {
+    let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    let ms = i64::try_from(utc.as_millis()).ok()? + i64::from(utc_offset_minutes) * 60_000;
+    let t = DateTime::from_millis(ms)?;
+    firmware::profile::DateTime::new(t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 async fn platform(o: &PlatformOpts) -> Result<u8> {
