@@ -16,6 +16,7 @@
 //! | [`info_category`] | Tables B.8 (device class) and B.9 (information class) |
 //! | [`INFO_CODES`] | Table B.10 (现场端信息编码表), every row |
 //! | [`INFO_CODES_HEBEI`] | Hebei "dynamic control" (动态管控) extension as implemented in public code (see the item docs) |
+//! | [`DYNAMIC_CONTROL`], [`DYNAMIC_CONTROL_HEBEI`] | dynamic-control groups of the project's domain notes (`dynamic-control-and-analyzers.md` §3.7) |
 //! | [`COMMANDS`] | §6.6.5 Table 9 (命令编码表), plus HJ/T 212-2005-only and provisional HJ 212-2025 codes |
 //!
 //! The rows were transcribed from the text extraction of the standard and cross-checked against the
@@ -1137,6 +1138,191 @@ pub fn info_category(code: &str) -> Option<(DeviceClass, InfoCategory)> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Dynamic-control categories of site-information codes
+// ---------------------------------------------------------------------------------------------
+
+/// What a site-information code tells about an analyzer under dynamic control (动态管控): the
+/// groups of the project's domain notes (`dynamic-control-and-analyzers.md` §3.7).
+///
+/// This is a different axis from [`InfoCategory`]: that one is read from the code's characters
+/// (log, state, parameter); this one comes from a table and depends on the table in force, since
+/// provinces give the same code different meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DynamicControl {
+    /// Working state and alarms of the analyzer (工作状态, 报警), and the CEMS working parameters
+    /// (工作参数: ranges, raw values, dilution, smoothing, flue-gas constants).
+    Working,
+    /// Running parameters (运行参数): range, precision, interval, digestion, cooling, raw signal,
+    /// detection limit, titration reagents.
+    Running,
+    /// Calibration parameters (校准参数): calibration times, slope and intercept, zero and span
+    /// calibration concentrations, raw values and drifts, correction factors.
+    Calibration,
+    /// Standard-check parameters (标样核查参数): check time, deviation, reference concentration.
+    StandardCheck,
+}
+
+impl DynamicControl {
+    /// A short stable name: `working`, `running`, `calibration`, `standard_check`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Working => "working",
+            Self::Running => "running",
+            Self::Calibration => "calibration",
+            Self::StandardCheck => "standard_check",
+        }
+    }
+}
+
+/// One row of a dynamic-control table: an `i…` code (or an `x` pattern, as in
+/// [`InfoCodeInfo::matches`]) and its category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DynamicControlRow {
+    /// The code.
+    pub code: &'static str,
+    /// Its category.
+    pub category: DynamicControl,
+}
+
+const fn dc(code: &'static str, category: DynamicControl) -> DynamicControlRow {
+    DynamicControlRow { code, category }
+}
+
+/// Dynamic-control categories of the national codes (HJ 212-2017 Table B.10).
+///
+/// The 2017 table covers only a thin slice of dynamic control (domain notes §2.2): the analyzer's
+/// state and alarms (`i12001`–`i12003`), its running parameters (`i13001`–`i13005`, `i13009`) and
+/// calibration (`i13006`–`i13008`). It has no standard-check codes; HJ 212-2025 carries standard
+/// checks in CN 2062 instead.
+pub static DYNAMIC_CONTROL: &[DynamicControlRow] = &[
+    dc("i12001", DynamicControl::Working),
+    dc("i12002", DynamicControl::Working),
+    dc("i12003", DynamicControl::Working),
+    dc("i13001", DynamicControl::Running),
+    dc("i13002", DynamicControl::Running),
+    dc("i13003", DynamicControl::Running),
+    dc("i13004", DynamicControl::Running),
+    dc("i13005", DynamicControl::Running),
+    dc("i13006", DynamicControl::Calibration),
+    dc("i13007", DynamicControl::Calibration),
+    dc("i13008", DynamicControl::Calibration),
+    dc("i13009", DynamicControl::Running),
+];
+
+/// Dynamic-control categories of the Hebei extension ([`INFO_CODES_HEBEI`]), consulted before
+/// [`DYNAMIC_CONTROL`].
+///
+/// From the domain notes §3.2 and §3.7: water analyzer state and alarms `i12101`–`i12103`, gas
+/// analyzer state and alarms `i12007`–`i12009`; water running parameters (`i13115` raw signal,
+/// `i13116` current range, `i13122`–`i13127`), calibration (`i13101`–`i13113`, `i13118`–`i13120`)
+/// and standard check (`i13128`–`i13130`). The CEMS list of §3.7 ("working parameters") is split:
+/// its zero and span calibration codes (`i13010`, `i13021`–`i13029`) are calibration, the rest
+/// (`i13011`–`i13020`, flue-gas constants `i23002`–`i23013`) working.
+pub static DYNAMIC_CONTROL_HEBEI: &[DynamicControlRow] = &[
+    // Gas analyzer state and alarm.
+    dc("i12007", DynamicControl::Working),
+    dc("i12008", DynamicControl::Working),
+    dc("i12009", DynamicControl::Working),
+    // Water analyzer state and alarm.
+    dc("i12101", DynamicControl::Working),
+    dc("i12102", DynamicControl::Working),
+    dc("i12103", DynamicControl::Working),
+    // Gas (CEMS) parameters.
+    dc("i13010", DynamicControl::Calibration),
+    dc("i13011", DynamicControl::Working),
+    dc("i13012", DynamicControl::Working),
+    dc("i13013", DynamicControl::Working),
+    dc("i13014", DynamicControl::Working),
+    dc("i13015", DynamicControl::Working),
+    dc("i13016", DynamicControl::Working),
+    dc("i13017", DynamicControl::Working),
+    dc("i13018", DynamicControl::Working),
+    dc("i13019", DynamicControl::Working),
+    dc("i13020", DynamicControl::Working),
+    dc("i13021", DynamicControl::Calibration),
+    dc("i13022", DynamicControl::Calibration),
+    dc("i13023", DynamicControl::Calibration),
+    dc("i13024", DynamicControl::Calibration),
+    dc("i13025", DynamicControl::Calibration),
+    dc("i13026", DynamicControl::Calibration),
+    dc("i13027", DynamicControl::Calibration),
+    dc("i13028", DynamicControl::Calibration),
+    dc("i13029", DynamicControl::Calibration),
+    // Water analyzer calibration.
+    dc("i13101", DynamicControl::Calibration),
+    dc("i13103", DynamicControl::Calibration),
+    dc("i13104", DynamicControl::Calibration),
+    dc("i13105", DynamicControl::Calibration),
+    dc("i13106", DynamicControl::Calibration),
+    dc("i13107", DynamicControl::Calibration),
+    dc("i13108", DynamicControl::Calibration),
+    dc("i13109", DynamicControl::Calibration),
+    dc("i13110", DynamicControl::Calibration),
+    dc("i13111", DynamicControl::Calibration),
+    dc("i13112", DynamicControl::Calibration),
+    dc("i13113", DynamicControl::Calibration),
+    dc("i13118", DynamicControl::Calibration),
+    dc("i13119", DynamicControl::Calibration),
+    dc("i13120", DynamicControl::Calibration),
+    // Water analyzer running parameters.
+    dc("i13115", DynamicControl::Running),
+    dc("i13116", DynamicControl::Running),
+    dc("i13122", DynamicControl::Running),
+    dc("i13123", DynamicControl::Running),
+    dc("i13124", DynamicControl::Running),
+    dc("i13125", DynamicControl::Running),
+    dc("i13126", DynamicControl::Running),
+    dc("i13127", DynamicControl::Running),
+    // Water analyzer standard check.
+    dc("i13128", DynamicControl::StandardCheck),
+    dc("i13129", DynamicControl::StandardCheck),
+    dc("i13130", DynamicControl::StandardCheck),
+    // Flue-gas working parameters.
+    dc("i23002", DynamicControl::Working),
+    dc("i23003", DynamicControl::Working),
+    dc("i23004", DynamicControl::Working),
+    dc("i23005", DynamicControl::Working),
+    dc("i23006", DynamicControl::Working),
+    dc("i23007", DynamicControl::Working),
+    dc("i23008", DynamicControl::Working),
+    dc("i23009", DynamicControl::Working),
+    dc("i23010", DynamicControl::Working),
+    dc("i23011", DynamicControl::Working),
+    dc("i23012", DynamicControl::Working),
+    dc("i23013", DynamicControl::Working),
+];
+
+/// The dynamic-control category of `code` in `table` alone (no fall-back), matching as
+/// [`info_code_in`] does (exact, then `I…` as `i…`).
+///
+/// To consult a provincial table with fall-back to the national one:
+/// `dynamic_control_in(DYNAMIC_CONTROL_HEBEI, code).or_else(|| dynamic_control(code))`.
+///
+/// ```
+/// use hj212_codec::tables::{dynamic_control, dynamic_control_in, DynamicControl, DYNAMIC_CONTROL_HEBEI};
+/// assert_eq!(dynamic_control("i13008"), Some(DynamicControl::Calibration));
+/// assert_eq!(dynamic_control("i13128"), None);
+/// assert_eq!(dynamic_control_in(DYNAMIC_CONTROL_HEBEI, "i13128"), Some(DynamicControl::StandardCheck));
+/// ```
+#[must_use]
+pub fn dynamic_control_in(table: &[DynamicControlRow], code: &str) -> Option<DynamicControl> {
+    if let Some(row) = table.iter().find(|row| row.code == code) {
+        return Some(row.category);
+    }
+    let buf = lower_leading_i(code)?;
+    let lower = core::str::from_utf8(&buf).ok()?;
+    table.iter().find(|row| row.code == lower).map(|row| row.category)
+}
+
+/// The dynamic-control category of `code` under the national table ([`DYNAMIC_CONTROL`]).
+#[must_use]
+pub fn dynamic_control(code: &str) -> Option<DynamicControl> {
+    dynamic_control_in(DYNAMIC_CONTROL, code)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Command codes (Table 9 and the other versions)
 // ---------------------------------------------------------------------------------------------
 
@@ -1790,6 +1976,37 @@ mod tests {
             let code = core::str::from_utf8(&code).unwrap();
             let skipped = matches!(n, 102 | 114 | 117 | 121);
             assert_eq!(info_code_in(INFO_CODES_HEBEI, code).is_none(), skipped, "{code}");
+        }
+    }
+
+    #[test]
+    fn dynamic_control_categories_follow_the_table_in_force() {
+        use DynamicControl::{Calibration, Running, StandardCheck, Working};
+        let hebei = |code| dynamic_control_in(DYNAMIC_CONTROL_HEBEI, code).or_else(|| dynamic_control(code));
+        assert_eq!(dynamic_control("i12001"), Some(Working));
+        assert_eq!(dynamic_control("I12001"), Some(Working));
+        assert_eq!(dynamic_control("i13004"), Some(Running));
+        assert_eq!(dynamic_control("i13008"), Some(Calibration));
+        assert_eq!(dynamic_control("i11001"), None, "a log is no dynamic-control item");
+        assert_eq!(dynamic_control("i22001"), None, "the DAU's own state is not the analyzer's");
+        // Codes only the provincial table defines, or defines differently.
+        for (code, category) in
+            [("i12101", Working), ("i13010", Calibration), ("i13116", Running), ("i13128", StandardCheck)]
+        {
+            assert_eq!(dynamic_control(code), None, "{code}");
+            assert_eq!(hebei(code), Some(category), "{code}");
+        }
+        assert_eq!(hebei("i13008"), Some(Calibration), "national codes still apply under Hebei");
+        assert_eq!(StandardCheck.name(), "standard_check");
+        // Every row names a code the matching information table knows (or a Hebei range code the
+        // domain notes list without a name: i23012, i23013).
+        for row in DYNAMIC_CONTROL {
+            assert!(info_code(row.code).is_some(), "{}", row.code);
+        }
+        for row in DYNAMIC_CONTROL_HEBEI {
+            let named = info_code_in(INFO_CODES_HEBEI, row.code).is_some();
+            assert!(named || matches!(row.code, "i23012" | "i23013"), "{}", row.code);
+            assert!(dynamic_control(row.code).is_none(), "{} is listed in both tables", row.code);
         }
     }
 

@@ -3,6 +3,10 @@
 //!
 //! Passwords are compared here and nowhere else, and never logged: refusals carry a reason, not
 //! the value.
+//!
+//! What is learnt per MN is learnt only from frames that authenticated (or were accepted under
+//! `auth.unknown_mn = "accept"`), and each map holds at most [`MAX_LEARNT`] MNs, so frames that
+//! merely claim an MN can neither change what a site is answered with nor grow memory.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -50,6 +54,9 @@ pub enum Verdict {
     /// Refused and published to the quarantine topic.
     Quarantine(Refusal),
 }
+
+/// MNs remembered per learnt property (CRC variant, protocol version), at most.
+pub const MAX_LEARNT: usize = 100_000;
 
 #[derive(Debug)]
 struct Window {
@@ -119,7 +126,7 @@ impl Registry {
             Some(v) if *v == version => None,
             Some(v) => Some(std::mem::replace(v, version)),
             None => {
-                if seen.len() < 100_000 {
+                if seen.len() < MAX_LEARNT {
                     seen.insert(mn.to_string(), version);
                 }
                 None
@@ -168,14 +175,25 @@ impl Registry {
         self.read().0.get(mn).and_then(RegistryEntry::crc_variant)
     }
 
+    /// The site-information table in force for `mn`, when it is in the registry.
+    #[must_use]
+    pub fn code_table(&self, mn: &str) -> Option<CodeTable> {
+        self.read().0.get(mn).map(|e| e.code_table)
+    }
+
     /// Remembers the CRC variant a site uses; returns the previous one when it changed.
+    ///
+    /// Call it only for a frame that authenticated. At most [`MAX_LEARNT`] MNs are remembered;
+    /// beyond, a new MN is answered with the HJ 212 CRC (or its registry entry's).
     pub fn remember_crc(&self, mn: &str, variant: CrcVariant) -> Option<CrcVariant> {
         let mut seen = self.crc_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match seen.get_mut(mn) {
             Some(v) if *v == variant => None,
             Some(v) => Some(std::mem::replace(v, variant)),
             None => {
-                seen.insert(mn.to_string(), variant);
+                if seen.len() < MAX_LEARNT {
+                    seen.insert(mn.to_string(), variant);
+                }
                 None
             }
         }

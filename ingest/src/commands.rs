@@ -8,22 +8,29 @@
 //! request's CN, while the request is open, counts as a reply too. A command ends with its 9012,
 //! a refusing 9011 (`QnRtn` other than 1), the site's disconnection, or `commands.timeout_secs`.
 //!
+//! Several instances. Every instance subscribes `{prefix}/cmd/+` (a shared subscription would hand
+//! a command to one instance, most likely not the one the site is connected to), so every instance
+//! sees every command. With `commands.absent = "silent"`, an instance the site is not connected to
+//! says nothing, and only the one that has the site answers.
+//!
 //! Invariants:
 //! * Parameter names and values never carry the frame's separators (`;`, `,`, `=`, `&`) or line
 //!   breaks: such a command is refused, never sent.
-//! * Every command gets at least one message on the reply topic: `sent`, or an `error`.
+//! * Every command gets at least one message on the reply topic: `sent`, or an `error`; except,
+//!   with `commands.absent = "silent"`, a command for a site connected to no instance, which gets
+//!   none (the caller's timeout tells).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hj212_codec::crc::CrcVariant;
 use hj212_codec::encode::OwnedPacket;
 use hj212_codec::packet::{Flag, Packet, Version};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::conn::{Outgoing, Shared, now_ms, topic_segment};
+use crate::config::AbsentSite;
+use crate::conn::{AnswerTx, Outgoing, Shared, now_ms, topic_segment};
 use crate::ledger::Received;
 use crate::metrics::Metrics;
 
@@ -150,11 +157,10 @@ pub(crate) type PendingMap = Arc<Mutex<HashMap<String, Pending>>>;
 #[derive(Debug, Clone)]
 pub(crate) struct SiteLink {
     pub(crate) conn_id: u64,
-    pub(crate) tx: mpsc::UnboundedSender<Outgoing>,
+    pub(crate) tx: AnswerTx,
     pub(crate) pending: PendingMap,
     pub(crate) st: String,
     pub(crate) version: Version,
-    pub(crate) crc: CrcVariant,
 }
 
 fn reply_topic(shared: &Shared, mn: &str) -> String {
@@ -196,10 +202,17 @@ pub(crate) async fn run(mut rx: mpsc::Receiver<Received>, shared: Arc<Shared>) {
     }
 }
 
+/// The error for a site with no connection to this instance.
+const NOT_CONNECTED: &str = "site not connected";
+
 fn send(shared: &Arc<Shared>, mn: &str, command: &Command) {
     match send_request(shared, mn, command, Origin::Mqtt) {
         Ok(qn) => {
             publish_reply(shared, mn, &json!({"id": command.id, "mn": mn, "cn": command.cn, "qn": qn, "event": "sent"}))
+        }
+        Err(error) if error == NOT_CONNECTED && shared.config.commands.absent == AbsentSite::Silent => {
+            Metrics::inc(&shared.metrics.counters.commands_absent);
+            tracing::debug!(mn, id = %command.id, "Command for a site not connected here; left to the instance that has it.");
         }
         Err(error) => fail(shared, mn, Some(command.id.as_str()), &error),
     }
@@ -220,7 +233,7 @@ pub(crate) fn send_request(
 ) -> Result<String, String> {
     let link = shared.sites.lock().unwrap_or_else(PoisonError::into_inner).get(mn).cloned();
     let Some(link) = link else {
-        return Err("site not connected".into());
+        return Err(NOT_CONNECTED.into());
     };
     let Some(pw) = shared.registry.password(mn) else {
         return Err("site not in the registry".into());
@@ -235,7 +248,8 @@ pub(crate) fn send_request(
     for g in &command.groups {
         p.push_group(g.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     }
-    let frame = shared.request_frame(mn, link.version, &p, link.crc)?;
+    // The CRC variant the site last used in a frame that authenticated.
+    let frame = shared.request_frame(mn, link.version, &p, shared.registry.crc_for(mn))?;
     if origin == Origin::Mqtt
         && let Some(q) = &shared.quality
     {
@@ -246,9 +260,9 @@ pub(crate) fn send_request(
         .unwrap_or_else(PoisonError::into_inner)
         .insert(qn.clone(), Pending { id: command.id.clone(), cn: command.cn, origin });
     let out = Outgoing { frame, mn: mn.to_string(), cn: command.cn, qn: Some(qn.clone()), received: None };
-    if link.tx.send(out).is_err() {
+    if !link.tx.send(out) {
         link.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&qn);
-        return Err("site not connected".into());
+        return Err("connection closed".into());
     }
     Metrics::inc(&shared.metrics.counters.commands_sent);
     tracing::info!(mn, id = %command.id, cn = command.cn, qn = %qn, "Command sent.");

@@ -69,6 +69,9 @@ pub struct Config {
     /// Commands down to the sites.
     #[serde(default)]
     pub commands: Commands,
+    /// Reassembly of sub-packets (`PNUM`/`PNO`) into whole messages.
+    #[serde(default)]
+    pub subpackets: Subpackets,
     /// The Prometheus exporter and health endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -114,6 +117,8 @@ pub struct Limits {
     pub ack_timeout_secs: u64,
     /// Seconds a started frame may take to complete (slowloris guard).
     pub frame_timeout_secs: u64,
+    /// Answers queued for one connection, at most: a client that does not read them is closed.
+    pub max_queued_answers: usize,
 }
 
 impl Default for Limits {
@@ -127,6 +132,7 @@ impl Default for Limits {
             dedup_window_secs: 600,
             ack_timeout_secs: 60,
             frame_timeout_secs: 60,
+            max_queued_answers: 1024,
         }
     }
 }
@@ -495,11 +501,50 @@ pub struct Commands {
     pub timeout_secs: u64,
     /// Commands waiting for their result per site, at most.
     pub max_pending_per_site: usize,
+    /// What to do with a command for a site that is not connected to this instance.
+    pub absent: AbsentSite,
 }
 
 impl Default for Commands {
     fn default() -> Self {
-        Self { enabled: true, timeout_secs: 60, max_pending_per_site: 16 }
+        Self { enabled: true, timeout_secs: 60, max_pending_per_site: 16, absent: AbsentSite::Error }
+    }
+}
+
+/// What an instance does with a command for a site that is not connected to it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AbsentSite {
+    /// Publish `error: site not connected` on the reply topic (one instance).
+    #[default]
+    Error,
+    /// Say nothing: in a cluster every instance gets every command, and only the one the site is
+    /// connected to answers; when none is, the caller sees no reply and relies on its timeout.
+    Silent,
+}
+
+/// Reassembly of sub-packets (HJ 212-2017 Table 3 `PNUM`/`PNO`, Appendix C.47–C.50).
+///
+/// Each part is published on its own as it arrives (and answered on its own); once every part of
+/// a message is here, the whole message is published once more on `{prefix}/{mn}/{cn}/whole`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Subpackets {
+    /// Reassemble and publish whole messages.
+    pub enabled: bool,
+    /// Messages being reassembled at once, all sites together.
+    pub max_groups: usize,
+    /// Messages being reassembled at once for one MN.
+    pub max_groups_per_site: usize,
+    /// Bytes of part text held, all messages together.
+    pub max_bytes: usize,
+    /// A message none of whose missing parts arrived for this many seconds is dropped.
+    pub expire_secs: u64,
+}
+
+impl Default for Subpackets {
+    fn default() -> Self {
+        Self { enabled: true, max_groups: 1024, max_groups_per_site: 4, max_bytes: 16 * 1024 * 1024, expire_secs: 600 }
     }
 }
 
@@ -791,6 +836,7 @@ impl Default for Config {
             packet_log: PacketLog::default(),
             spool: Spool::default(),
             commands: Commands::default(),
+            subpackets: Subpackets::default(),
             metrics: MetricsConfig::default(),
             quality: Quality::default(),
             keys: Keys::default(),
@@ -899,6 +945,10 @@ impl Config {
         env!("HJ212_INGEST_ACK_AFTER", |name, v| self.spool.ack_after = choice(name, v)?);
         env!("HJ212_INGEST_COMMANDS", |name, v| self.commands.enabled = parse(name, v)?);
         env!("HJ212_INGEST_COMMAND_TIMEOUT_SECS", |name, v| self.commands.timeout_secs = parse(name, v)?);
+        env!("HJ212_INGEST_COMMANDS_ABSENT", |name, v| self.commands.absent = choice(name, v)?);
+        env!("HJ212_INGEST_MAX_QUEUED_ANSWERS", |name, v| self.limits.max_queued_answers = parse(name, v)?);
+        env!("HJ212_INGEST_SUBPACKETS", |name, v| self.subpackets.enabled = parse(name, v)?);
+        env!("HJ212_INGEST_SUBPACKET_EXPIRE_SECS", |name, v| self.subpackets.expire_secs = parse(name, v)?);
         env!("HJ212_INGEST_METRICS_LISTEN", |name, v| self.metrics.listen = v.to_string());
         env!("HJ212_INGEST_QUALITY", |name, v| self.quality.enabled = parse(name, v)?);
         env!("HJ212_INGEST_QUALITY_STATE", |name, v| self.quality.state_path = PathBuf::from(v));
@@ -933,6 +983,22 @@ impl Config {
         }
         if self.limits.ack_timeout_secs == 0 {
             return bad("limits.ack_timeout_secs must be at least 1".into());
+        }
+        if self.limits.max_queued_answers == 0 {
+            return bad("limits.max_queued_answers must be at least 1".into());
+        }
+        let sp = &self.subpackets;
+        if sp.max_groups == 0 || sp.max_groups_per_site == 0 || sp.max_groups_per_site > sp.max_groups {
+            return bad(format!(
+                "subpackets.max_groups_per_site = {} and max_groups = {}: need 1 <= max_groups_per_site <= max_groups",
+                sp.max_groups_per_site, sp.max_groups
+            ));
+        }
+        if sp.max_bytes < 4096 {
+            return bad(format!("subpackets.max_bytes = {}: must be at least 4096", sp.max_bytes));
+        }
+        if sp.expire_secs == 0 {
+            return bad("subpackets.expire_secs must be at least 1".into());
         }
         if !(-14 * 60..=14 * 60).contains(&self.utc_offset_minutes) {
             return bad(format!("utc_offset_minutes = {}: must be between -840 and 840", self.utc_offset_minutes));

@@ -4,12 +4,17 @@
 //! codec's `Deframer`, and handles each frame synchronously: check, authenticate, publish, answer.
 //! Answers go through a writer task that owns the socket's write half, so the reader never waits
 //! for the broker: a 9014 waits (in a task of its own) for the PUBACK of the message it answers,
-//! then is queued to the writer.
+//! then is queued to the writer. That queue is bounded (`limits.max_queued_answers`): a client
+//! that sends but does not read its answers is closed, as is one whose socket takes no bytes for
+//! `limits.idle_timeout_secs`.
 //!
 //! Invariants:
 //! * A 9014 is written only after the broker acknowledged the frame's message (or the message of
 //!   the earlier copy this frame duplicates).
 //! * Answers (9011–9014) are never answered.
+//! * What the registry learns per MN (CRC variant, version) and the per-MN rate budget are touched
+//!   only by frames that authenticated: a frame that merely claims a site's MN changes nothing the
+//!   site is answered with, and uses none of its budget.
 //! * Passwords are never logged: log lines carry the MN and a reason, and the packet log masks them.
 
 use std::collections::HashMap;
@@ -31,6 +36,7 @@ use hj212_codec::{DecodeOptions, Decoded, Packet, RawFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +52,7 @@ use crate::metrics::{Event, Metrics};
 use crate::packet_log::PacketLog;
 use crate::payload;
 use crate::spool::{Spool, Wait};
+use crate::subpackets::{Outcome as Reassembled, Subpackets};
 use crate::v2025::{self, KeyUse};
 
 /// State shared by every connection.
@@ -85,6 +92,8 @@ pub struct Shared {
     pub registrar: v2025::Registrar,
     /// The "frame not accepted" warning: under overload it would repeat for every frame.
     pub(crate) not_accepted_log: LogGate,
+    /// Sub-packet reassembly, when enabled.
+    pub(crate) subpackets: Option<Subpackets>,
 }
 
 /// Lets a warning that could repeat for every frame through at most once a second, and counts
@@ -212,10 +221,52 @@ pub(crate) struct Outgoing {
     pub(crate) received: Option<Instant>,
 }
 
+/// The way into a connection's writer: a bounded queue, and the switch that closes a connection
+/// whose client does not read.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerTx {
+    tx: mpsc::Sender<Outgoing>,
+    unread: Arc<Unread>,
+}
+
+/// Closes a connection that does not read its answers: once, logged and counted.
+#[derive(Debug)]
+struct Unread {
+    token: CancellationToken,
+    tripped: std::sync::atomic::AtomicBool,
+    peer: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl Unread {
+    fn trip(&self, why: &'static str) {
+        if !self.tripped.swap(true, Ordering::AcqRel) {
+            Metrics::inc(&self.metrics.counters.connections_unread_closed);
+            tracing::warn!(peer = %self.peer, why, "Closing a connection that does not read its answers.");
+        }
+        self.token.cancel();
+    }
+}
+
+impl AnswerTx {
+    /// Queues a frame for the writer; false when the connection is gone, or does not read its
+    /// answers (it is then being closed).
+    pub(crate) fn send(&self, out: Outgoing) -> bool {
+        match self.tx.try_send(out) {
+            Ok(()) => true,
+            Err(TrySendError::Closed(_)) => false,
+            Err(TrySendError::Full(_)) => {
+                self.unread.trip("limits.max_queued_answers answers waiting");
+                false
+            }
+        }
+    }
+}
+
 struct Conn<'s> {
     shared: &'s Arc<Shared>,
     peer: Arc<str>,
-    tx: mpsc::UnboundedSender<Outgoing>,
+    tx: AnswerTx,
     id: u64,
     pending: PendingMap,
     /// The MN this connection is registered for commands under.
@@ -230,21 +281,48 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     let peer: Arc<str> = Arc::from(peer_addr.to_string());
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let limits = &shared.config.limits;
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(limits.max_queued_answers);
+    let unread = Arc::new(Unread {
+        token: CancellationToken::new(),
+        tripped: std::sync::atomic::AtomicBool::new(false),
+        peer: peer.clone(),
+        metrics: shared.metrics.clone(),
+    });
+    let tx = AnswerTx { tx, unread: unread.clone() };
 
-    // The writer: ends when every sender (reader and pending answers) is gone. Answers that are
-    // ready together (a burst of PUBACKs settles several uploads at once) go out in one write.
+    // The writer: ends when every sender (reader and pending answers) is gone, or when the client
+    // does not read. Answers that are ready together (a burst of PUBACKs settles several uploads
+    // at once) go out in one write.
     let writer_shared = shared.clone();
     let writer_peer = peer.clone();
+    let writer_unread = unread.clone();
     shared.tracker.spawn(async move {
         let mut batch: Vec<Outgoing> = Vec::new();
         let mut bytes: Vec<u8> = Vec::new();
-        while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let stop = &writer_unread.token;
+        while tokio::select! {
+            () = stop.cancelled() => 0,
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
+        } > 0
+        {
             bytes.clear();
             batch.iter().for_each(|out| bytes.extend_from_slice(&out.frame));
-            if let Err(error) = wr.write_all(&bytes).await {
-                tracing::debug!(peer = %writer_peer, %error, answers = batch.len(), "Write failed; the answers are dropped.");
-                break;
+            let written = tokio::select! {
+                () = stop.cancelled() => break,
+                w = tokio::time::timeout(idle, wr.write_all(&bytes)) => w,
+            };
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(peer = %writer_peer, %error, answers = batch.len(), "Write failed; the answers are dropped.");
+                    break;
+                }
+                Err(_) => {
+                    writer_unread.trip("no answer bytes taken for limits.idle_timeout_secs");
+                    break;
+                }
             }
             for out in batch.drain(..) {
                 writer_shared.packet_log.record(now_ms(), Direction::Out, &writer_peer, &out.frame, false);
@@ -258,8 +336,6 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
         let _ = wr.shutdown().await;
     });
 
-    let limits = &shared.config.limits;
-    let idle = Duration::from_secs(limits.idle_timeout_secs);
     let mut deframer = Deframer::new(Splitter::new(SplitConfig { max_data_len: limits.max_frame_len }));
     let mut buf = vec![0u8; 8192];
     let mut total: u64 = 0;
@@ -281,6 +357,7 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     loop {
         let read = tokio::select! {
             () = shared.shutdown.cancelled() => break,
+            () = unread.token.cancelled() => break,
             read = tokio::time::timeout(idle, rd.read(&mut buf)) => read,
         };
         let eof = match read {
@@ -389,7 +466,6 @@ impl Conn<'_> {
                 pending: self.pending.clone(),
                 st: if st == answers::ST_INTERACTION { "32".to_string() } else { st.to_string() },
                 version: packet.version(),
-                crc: shared.registry.crc_for(mn),
             },
         );
         if let Some(old) = site.replace(mn.to_string()) {
@@ -486,53 +562,36 @@ impl Conn<'_> {
         };
         metrics.count_deviations(decoded.deviations());
         let mn = packet.mn().unwrap_or("");
-        if let Ok(variant) = decoded.crc {
-            if let Some(previous) = shared.registry.remember_crc(mn, variant) {
-                tracing::info!(mn, from = previous.name(), to = variant.name(), "Site changed its CRC variant.");
-            }
-        }
         if packet.cn() == 1001
             && mn.is_empty()
             && packet.cp().get("i23005-Info").is_some()
             && shared.registrar.mode() != crate::config::RegistrationMode::Off
         {
-            self.register_dau(&packet, received_ms);
+            self.register_dau(&packet, received_ms, decoded.crc.as_ref().ok().copied());
             return;
         }
         if matches!(packet.cn(), 9011 | 9012) && self.internal_reply(&packet) {
             return;
         }
-        if !shared.registry.allow_rate(mn, Instant::now()) {
-            Metrics::inc(&metrics.counters.frames_rate_limited);
-            metrics.count_frame(Some(packet.cn()), FrameVerdict::RateLimited);
-            tracing::warn!(peer = %self.peer, mn, "Dropped a frame over the per-MN rate limit.");
-            return;
-        }
         let code_table = match shared.registry.check(mn, packet.pw(), packet.st()) {
             Verdict::Accept { code_table } => code_table,
             Verdict::Reject(reason) => {
-                Metrics::inc(&metrics.counters.auth_refused);
-                metrics.count_frame(Some(packet.cn()), FrameVerdict::AuthRefused);
-                metrics.count_auth_failure(reason.name());
-                tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Refused a frame.");
-                metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
-                self.quality_auth_failure(mn);
+                self.refused(&packet, mn, reason.name(), false);
                 return;
             }
             Verdict::Quarantine(reason) => {
-                Metrics::inc(&metrics.counters.auth_refused);
-                metrics.count_frame(Some(packet.cn()), FrameVerdict::AuthRefused);
-                metrics.count_auth_failure(reason.name());
-                Metrics::inc(&metrics.counters.quarantined);
-                tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason = reason.name(), "Quarantined a frame.");
-                metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason: reason.name() });
-                self.quality_auth_failure(mn);
+                if !self.refused(&packet, mn, reason.name(), true) {
+                    return;
+                }
+                // A known MN's frame is described with that MN's table, even when refused.
+                let code_table = shared.registry.code_table(mn).unwrap_or_default();
                 let ctx = payload::Context {
                     received_ms,
                     peer: &self.peer,
-                    code_table: crate::config::CodeTable::National,
+                    code_table,
                     encrypted,
                     refused: Some(reason.name()),
+                    parts: None,
                 };
                 let body = payload::write(&decoded, &packet, &ctx);
                 let topic = format!("{}/quarantine/{}", shared.config.mqtt.prefix, topic_segment(mn));
@@ -540,12 +599,25 @@ impl Conn<'_> {
                 return;
             }
         };
+        // Authenticated from here on: only now may the frame teach the registry anything.
+        if let Ok(variant) = decoded.crc {
+            if let Some(previous) = shared.registry.remember_crc(mn, variant) {
+                tracing::info!(mn, from = previous.name(), to = variant.name(), "Site changed its CRC variant.");
+            }
+        }
+        if !shared.registry.allow_rate(mn, Instant::now()) {
+            Metrics::inc(&metrics.counters.frames_rate_limited);
+            metrics.count_frame(Some(packet.cn()), FrameVerdict::RateLimited);
+            tracing::warn!(peer = %self.peer, mn, "Dropped a frame over the per-MN rate limit.");
+            return;
+        }
 
         self.register(&packet, mn);
         if let Some(previous) = shared.registry.remember_version(mn, packet.version()) {
             tracing::info!(mn, from = ?previous.year(), to = ?packet.version().year(), "Site changed its protocol version.");
         }
-        let crc = shared.registry.crc_for(mn);
+        // Answers use the frame's own CRC variant (the one just remembered for the site).
+        let crc = decoded.crc.as_ref().ok().copied().unwrap_or_else(|| shared.registry.crc_for(mn));
         match packet.cn() {
             // HJ 212-2025 heartbeat: answered, counted as traffic, not published.
             9015 => {
@@ -574,7 +646,7 @@ impl Conn<'_> {
         if encrypted && shared.keys.rotation_due(mn, received_ms) && !self.exchange_open(mn) {
             self.start_key_exchange(&packet, mn, "rotation period elapsed");
         }
-        let ctx = payload::Context { received_ms, peer: &self.peer, code_table, encrypted, refused: None };
+        let ctx = payload::Context { received_ms, peer: &self.peer, code_table, encrypted, refused: None, parts: None };
         let body = payload::write(&decoded, &packet, &ctx);
         if shared.config.commands.enabled {
             commands::match_reply(shared, &self.pending, &packet, &body);
@@ -585,16 +657,16 @@ impl Conn<'_> {
         let key = Key::new(mn, packet.cn(), packet.qn(), packet.cp().get("DataTime"));
         let wants_ack = packet.wants_ack();
         let seen = shared.dedup.check(key, Instant::now(), || self.deliver(&topic, body, qn.clone(), wants_ack));
-        let delivery = match seen {
+        let (delivery, fresh) = match seen {
             Ok(Seen::New(d)) => {
                 metrics.count_frame(Some(packet.cn()), FrameVerdict::Accepted);
-                d
+                (d, true)
             }
             Ok(Seen::Duplicate(d)) => {
                 metrics.count_frame(Some(packet.cn()), FrameVerdict::Duplicate);
                 Metrics::inc(&metrics.counters.duplicates);
                 tracing::debug!(mn, cn = packet.cn(), qn = ?qn, "Duplicate frame; not published again.");
-                d
+                (d, false)
             }
             Err(error) => {
                 metrics.count_frame(Some(packet.cn()), FrameVerdict::NotAccepted);
@@ -603,6 +675,15 @@ impl Conn<'_> {
                 }
                 return;
             }
+        };
+        // A part of a split message (never a duplicate): also reassembled, and the whole
+        // published once its last part is here. This part's 9014 then waits for both.
+        let whole = if fresh && Subpackets::is_part(&packet) {
+            let ctx =
+                payload::Context { received_ms, peer: &self.peer, code_table, encrypted, refused: None, parts: None };
+            self.reassemble(&packet, mn, crc, &ctx, wants_ack)
+        } else {
+            None
         };
 
         if let Some(q) = &shared.quality {
@@ -633,7 +714,84 @@ impl Conn<'_> {
             self.send_now(answers::answer(&packet, 9013, crc), mn, 9013, packet.reference_qn());
             return;
         }
-        self.send_after(delivery, &packet, answers::answer(&packet, 9014, crc), received);
+        self.send_after(delivery, whole, &packet, answers::answer(&packet, 9014, crc), received);
+    }
+
+    /// Offers a part to the reassembler; when it completes its message, publishes the whole on
+    /// `{prefix}/{mn}/{cn}/whole` and returns that delivery.
+    fn reassemble(
+        &self,
+        packet: &Packet<'_>,
+        mn: &str,
+        crc: CrcVariant,
+        ctx: &payload::Context<'_>,
+        wants_ack: bool,
+    ) -> Option<Delivery> {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        let (whole, parts) = match shared.subpackets.as_ref()?.push(mn, packet, Instant::now()) {
+            Reassembled::Complete { whole, parts } => (whole, parts),
+            Reassembled::Refused(why) => {
+                tracing::debug!(mn, cn = packet.cn(), pno = ?packet.pno(), why, "Sub-packet not taken for reassembly; published alone.");
+                return None;
+            }
+            Reassembled::NotSplit | Reassembled::Pending | Reassembled::Duplicate => return None,
+        };
+        let data = whole.data_segment();
+        let Ok(merged) = Packet::parse(data.as_bytes()) else {
+            Metrics::inc(&metrics.counters.subpacket_wholes_failed);
+            tracing::warn!(
+                mn,
+                cn = packet.cn(),
+                "The reassembled message does not parse; its parts were published alone."
+            );
+            return None;
+        };
+        let ctx = payload::Context { parts: Some(&parts), ..*ctx };
+        let body = payload::write_whole(&merged, crc, &ctx);
+        let topic = format!("{}/{}/{}/whole", shared.config.mqtt.prefix, topic_segment(mn), merged.cn_str());
+        match self.deliver(&topic, body, merged.qn().map(str::to_string), wants_ack) {
+            Ok(delivery) => {
+                tracing::debug!(
+                    mn,
+                    cn = merged.cn(),
+                    parts = parts.len(),
+                    "Sub-packets reassembled; the whole message is published."
+                );
+                Some(delivery)
+            }
+            Err(error) => {
+                Metrics::inc(&metrics.counters.subpacket_wholes_failed);
+                tracing::warn!(mn, cn = merged.cn(), %error, "The reassembled message could not be published; its parts were.");
+                None
+            }
+        }
+    }
+
+    /// Counts and reports a refused frame. The log line (and, with `quarantine`, the publish)
+    /// is limited per peer address by the per-minute budget: a flood of refused frames costs a
+    /// counter each, not a log line or an MQTT message each. Returns true when the frame is within
+    /// that budget.
+    fn refused(&self, packet: &Packet<'_>, mn: &str, reason: &'static str, quarantine: bool) -> bool {
+        let shared = self.shared;
+        let metrics = &shared.metrics;
+        Metrics::inc(&metrics.counters.auth_refused);
+        metrics.count_frame(Some(packet.cn()), FrameVerdict::AuthRefused);
+        metrics.count_auth_failure(reason);
+        metrics.emit(Event::AuthRefused { mn: mn.to_string(), reason });
+        self.quality_auth_failure(mn);
+        let ip = self.peer.rsplit_once(':').map_or(&*self.peer, |(ip, _)| ip);
+        if !shared.registry.allow_rate(&format!("refused/{ip}"), Instant::now()) {
+            Metrics::inc(&metrics.counters.auth_refused_throttled);
+            return false;
+        }
+        if quarantine {
+            Metrics::inc(&metrics.counters.quarantined);
+            tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason, "Quarantined a frame.");
+        } else {
+            tracing::warn!(peer = %self.peer, mn, cn = packet.cn(), reason, "Refused a frame.");
+        }
+        true
     }
 
     /// True while a key exchange with `mn` waits for its 9012 on this connection.
@@ -765,7 +923,7 @@ impl Conn<'_> {
     }
 
     /// A 1001 from a DAU without an MN: assign one (`[registration]`), answer 9013, send 1002.
-    fn register_dau(&self, packet: &Packet<'_>, received_ms: i64) {
+    fn register_dau(&self, packet: &Packet<'_>, received_ms: i64, crc: Option<CrcVariant>) {
         let shared = self.shared;
         let metrics = &shared.metrics;
         let ip = self.peer.rsplit_once(':').map_or(&*self.peer, |(ip, _)| ip);
@@ -786,7 +944,8 @@ impl Conn<'_> {
             }
         };
         metrics.count_frame(Some(1001), FrameVerdict::Accepted);
-        let crc = shared.registry.crc_for("");
+        // Answered in the DAU's own CRC variant (nothing is remembered for an empty MN).
+        let crc = crc.unwrap_or(CrcVariant::Hj212);
         if packet.wants_ack() {
             self.send_now(answers::answer(packet, 9013, crc), "", 9013, packet.reference_qn());
         }
@@ -846,11 +1005,19 @@ impl Conn<'_> {
     }
 
     fn send_now(&self, frame: Vec<u8>, mn: &str, cn: u16, qn: Option<&str>) {
-        let _ = self.tx.send(Outgoing { frame, mn: mn.to_string(), cn, qn: qn.map(str::to_string), received: None });
+        self.tx.send(Outgoing { frame, mn: mn.to_string(), cn, qn: qn.map(str::to_string), received: None });
     }
 
-    /// Queues a 9014 for when `delivery` turns true.
-    fn send_after(&self, mut delivery: Delivery, packet: &Packet<'_>, frame: Vec<u8>, received: Instant) {
+    /// Queues a 9014 for when `delivery` (and `also`, the whole message a last sub-packet
+    /// completed) turns true.
+    fn send_after(
+        &self,
+        mut delivery: Delivery,
+        mut also: Option<Delivery>,
+        packet: &Packet<'_>,
+        frame: Vec<u8>,
+        received: Instant,
+    ) {
         let out = Outgoing {
             frame,
             mn: packet.mn().unwrap_or("").to_string(),
@@ -858,17 +1025,24 @@ impl Conn<'_> {
             qn: packet.reference_qn().map(str::to_string),
             received: Some(received),
         };
-        if *delivery.borrow() {
-            let _ = self.tx.send(out);
+        if *delivery.borrow() && also.as_ref().is_none_or(|d| *d.borrow()) {
+            self.tx.send(out);
             return;
         }
         let tx = self.tx.clone();
         let metrics = self.shared.metrics.clone();
         let limit = Duration::from_secs(self.shared.config.limits.ack_timeout_secs);
         self.shared.tracker.spawn(async move {
-            match tokio::time::timeout(limit, delivery.wait_for(|acked| *acked)).await {
-                Ok(Ok(_)) => {
-                    let _ = tx.send(out);
+            let both = async {
+                delivery.wait_for(|acked| *acked).await?;
+                if let Some(d) = also.as_mut() {
+                    d.wait_for(|acked| *acked).await?;
+                }
+                Ok::<(), tokio::sync::watch::error::RecvError>(())
+            };
+            match tokio::time::timeout(limit, both).await {
+                Ok(Ok(())) => {
+                    tx.send(out);
                 }
                 Ok(Err(_)) | Err(_) => {
                     Metrics::inc(&metrics.counters.answers_timed_out);

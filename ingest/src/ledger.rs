@@ -17,7 +17,8 @@
 //! one connection caps throughput well below what a broker takes. A message's lane follows from
 //! its topic without the last level (`{prefix}/{mn}` for `{prefix}/{mn}/{cn}`): every topic stays
 //! on one connection, and so does all of one site's data, which keeps MQTT's per-topic order and
-//! each site's order. Lane 0 carries the retained status topic, its will, and the subscriptions.
+//! each site's order. A reassembled message (`{prefix}/{mn}/{cn}/whole`) drops its last two levels,
+//! so it goes over its site's connection too, after the parts it was built from. Lane 0 carries the retained status topic, its will, and the subscriptions.
 //! Each lane is a ledger of its own, with the invariants below.
 //!
 //! Invariants:
@@ -590,6 +591,8 @@ fn lane_index(topic: &str, lanes: usize) -> usize {
     if lanes <= 1 {
         return 0;
     }
+    // `{prefix}/{mn}/{cn}/whole` goes with `{prefix}/{mn}/{cn}`, the site's data.
+    let topic = topic.strip_suffix("/whole").unwrap_or(topic);
     let group = topic.rsplit_once('/').map_or(topic, |(group, _)| group);
     let mut hasher = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(group, &mut hasher);
@@ -631,6 +634,7 @@ mod tests {
             let lane = lane_index(&format!("hj212/{mn}/2011"), 4);
             for cn in ["2051", "2061", "2031", "3020"] {
                 assert_eq!(lane_index(&format!("hj212/{mn}/{cn}"), 4), lane, "{mn} {cn}");
+                assert_eq!(lane_index(&format!("hj212/{mn}/{cn}/whole"), 4), lane, "{mn} {cn} whole");
             }
             // A prefix with levels of its own changes nothing.
             let deep = lane_index(&format!("org/env/hj212/{mn}/2011"), 4);

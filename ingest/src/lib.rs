@@ -23,6 +23,7 @@
 //! * `http`: the Prometheus `/metrics` and `/healthz` endpoint;
 //! * [`v2025`]: HJ 212-2025 encryption, key store and registration;
 //! * [`watchdog`]: systemd watchdog interval and status text for the binary's main loop;
+//! * `subpackets`: reassembly of split messages (`PNUM`/`PNO`) into whole ones, per MN, bounded;
 //! * [`auth`], [`dedup`], [`payload`], [`metrics`], [`broker`] (the embedded rumqttd), `packet_log`.
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 
@@ -41,6 +42,7 @@ pub mod payload;
 pub mod quality;
 pub mod quality_task;
 pub mod spool;
+mod subpackets;
 pub mod v2025;
 pub mod watchdog;
 
@@ -279,12 +281,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         keys: v2025::KeyStore::open(&config.keys).context("cannot open the key store")?,
         registrar: v2025::Registrar::open(&config.registration).context("cannot open the registration state")?,
         not_accepted_log: conn::LogGate::default(),
+        subpackets: config
+            .subpackets
+            .enabled
+            .then(|| subpackets::Subpackets::new(config.subpackets.clone(), metrics.clone())),
     });
     let listener_tracker = TaskTracker::new();
     for listener in listeners {
         listener_tracker.spawn(conn::accept_loop(listener, shared.clone()));
     }
     listener_tracker.spawn(commands::run(received, shared.clone()));
+    if shared.subpackets.is_some() {
+        let shared = shared.clone();
+        listener_tracker.spawn(async move {
+            // Expiry is also checked on every part of the same MN; this catches sites that stopped.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Some(s) = &shared.subpackets {
+                    s.expire(std::time::Instant::now());
+                }
+            }
+        });
+    }
     if let Some((rx, config_rx, _)) = quality_rx {
         listener_tracker.spawn(quality_task::run(rx, shared.clone(), config_rx));
     }

@@ -131,6 +131,26 @@ counters! {
     registrations,
     /// HJ 212-2025 registrations refused (not in the table, counter exhausted).
     registrations_refused,
+    /// Connections closed because they did not read their answers (`limits.max_queued_answers`
+    /// answers waiting, or a write that made no progress for `limits.idle_timeout_secs`).
+    connections_unread_closed,
+    /// Refused frames over their peer's per-minute budget: counted, but neither logged nor
+    /// published to the quarantine topic.
+    auth_refused_throttled,
+    /// Commands for a site not connected to this instance, left unanswered
+    /// (`commands.absent = "silent"`).
+    commands_absent,
+    /// Messages reassembled from all their sub-packets and published whole.
+    subpacket_groups_completed,
+    /// Messages dropped before all their sub-packets arrived (`subpackets.expire_secs`).
+    subpacket_groups_expired,
+    /// Sub-packets not taken for reassembly (limits reached, `PNO` out of range); the parts
+    /// themselves are still published and answered.
+    subpacket_parts_refused,
+    /// Sub-packets that repeated a part number already held (with another QN); ignored.
+    subpacket_parts_duplicate,
+    /// Whole messages that could not be published (ledger or spool full).
+    subpacket_wholes_failed,
 }
 
 macro_rules! gauges {
@@ -168,6 +188,10 @@ gauges! {
     spool_depth,
     /// Bytes of messages in the spool.
     spool_bytes,
+    /// Messages being reassembled from sub-packets.
+    subpacket_groups_open,
+    /// Bytes of sub-packet text held for reassembly.
+    subpacket_bytes,
 }
 
 /// Upper bounds, in seconds, of the ack-latency histogram buckets.

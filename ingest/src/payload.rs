@@ -7,8 +7,8 @@
 
 use hj212_codec::codes::Suffix;
 use hj212_codec::log::mask_password;
-use hj212_codec::tables::{self, DeviceClass, InfoCategory};
-use hj212_codec::{Decoded, Packet};
+use hj212_codec::tables::{self, DeviceClass, DynamicControl, InfoCategory};
+use hj212_codec::{CrcVariant, Decoded, Deviations, Packet};
 
 use crate::config::CodeTable;
 
@@ -25,6 +25,9 @@ pub struct Context<'a> {
     pub encrypted: bool,
     /// Why a quarantined frame was refused (published on the quarantine topic only).
     pub refused: Option<&'a str>,
+    /// For a message reassembled from sub-packets: the QNs of its parts, in `PNO` order
+    /// (published as `parts` on the whole-message topic only).
+    pub parts: Option<&'a [Option<String>]>,
 }
 
 /// Writes the payload of one frame as compact JSON.
@@ -38,6 +41,34 @@ pub fn write(decoded: &Decoded<'_>, packet: &Packet<'_>, ctx: &Context<'_>) -> V
     mask_password(&mut raw);
     let raw = String::from_utf8_lossy(&raw);
     let raw = raw.trim_end_matches(['\r', '\n']);
+    let crc = decoded.crc.as_ref().ok().map(|v| v.name());
+    write_fields(packet, raw, crc, decoded.deviations(), ctx)
+}
+
+/// Writes the payload of a message reassembled from sub-packets (`ctx.parts` names them).
+///
+/// It never travelled as one frame, so `raw` is its data segment (`QN=…;…;CP=&&…&&`, passwords
+/// masked) without `##`, length and CRC; `crc_variant` is the one its parts used, and
+/// `deviations` is empty (each part's own are on the part's payload).
+#[must_use]
+pub fn write_whole(packet: &Packet<'_>, crc: CrcVariant, ctx: &Context<'_>) -> Vec<u8> {
+    // `mask_password` reads a key at offset 6 as a field start (after `##LLLL`): give the data
+    // segment that prefix while masking.
+    let mut raw = Vec::with_capacity(packet.as_str().len() + 6);
+    raw.extend_from_slice(b"##0000");
+    raw.extend_from_slice(packet.as_str().as_bytes());
+    mask_password(&mut raw);
+    let raw = String::from_utf8_lossy(&raw[6..]);
+    write_fields(packet, &raw, Some(crc.name()), Deviations::NONE, ctx)
+}
+
+fn write_fields(
+    packet: &Packet<'_>,
+    raw: &str,
+    crc: Option<&str>,
+    deviations: Deviations,
+    ctx: &Context<'_>,
+) -> Vec<u8> {
     let mut j = Json::with_capacity(3 * raw.len() + 256);
     j.begin(b'{');
     j.key("mn").str(packet.mn().unwrap_or(""));
@@ -59,15 +90,22 @@ pub fn write(decoded: &Decoded<'_>, packet: &Packet<'_>, ctx: &Context<'_>) -> V
     items(&mut j, packet, Section::Info, ctx.code_table);
     j.key("facilities");
     items(&mut j, packet, Section::Facilities, ctx.code_table);
-    j.key("crc_variant").opt_str(decoded.crc.as_ref().ok().map(|v| v.name()));
+    j.key("crc_variant").opt_str(crc);
     j.key("deviations").begin(b'[');
-    for name in decoded.deviations().names() {
+    for name in deviations.names() {
         j.str(name);
     }
     j.end(b']');
     j.key("raw").str(raw);
     if let Some(reason) = ctx.refused {
         j.key("refused").str(reason);
+    }
+    if let Some(parts) = ctx.parts {
+        j.key("parts").begin(b'[');
+        for qn in parts {
+            j.opt_str(qn.as_deref());
+        }
+        j.end(b']');
     }
     j.end(b'}');
     j.buf
@@ -324,9 +362,12 @@ fn flush<'a>(j: &mut Json, code: &mut Option<&'a str>, fields: &mut Vec<(&'a str
 }
 
 fn info_item(j: &mut Json, code: &str, value: &str, pol_id: Option<&str>, table: CodeTable) {
-    let row = match table {
-        CodeTable::Hebei => tables::info_code_in(tables::INFO_CODES_HEBEI, code).or_else(|| tables::info_code(code)),
-        CodeTable::National => tables::info_code(code),
+    let (row, dynamic) = match table {
+        CodeTable::Hebei => (
+            tables::info_code_in(tables::INFO_CODES_HEBEI, code).or_else(|| tables::info_code(code)),
+            tables::dynamic_control_in(tables::DYNAMIC_CONTROL_HEBEI, code).or_else(|| tables::dynamic_control(code)),
+        ),
+        CodeTable::National => (tables::info_code(code), tables::dynamic_control(code)),
     };
     let class = tables::info_category(code);
     let value = match class {
@@ -340,6 +381,7 @@ fn info_item(j: &mut Json, code: &str, value: &str, pol_id: Option<&str>, table:
     j.key("name_zh").opt_str(row.map(|r| r.name_zh));
     j.key("unit").opt_str(row.map(|r| r.unit));
     j.key("category").opt_str(class.map(|(_, c)| category_name(c)));
+    j.key("dynamic_control").opt_str(dynamic.map(DynamicControl::name));
     j.key("device").opt_str(class.map(|(d, _)| device_name(d)));
     j.key("value").value(value);
     j.end(b'}');
@@ -363,8 +405,14 @@ mod tests {
         let Split::Frame(f) = Splitter::default().split(&frame, true) else { panic!() };
         let d = Decoded::new(f, DecodeOptions::LENIENT);
         let packet = d.verdict().unwrap();
-        let ctx =
-            Context { received_ms: 0, peer: "p", code_table: CodeTable::National, encrypted: false, refused: None };
+        let ctx = Context {
+            received_ms: 0,
+            peer: "p",
+            code_table: CodeTable::National,
+            encrypted: false,
+            refused: None,
+            parts: None,
+        };
         let text = String::from_utf8(write(&d, &packet, &ctx)).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["items"][0]["Rtd"], json!(2.5));
@@ -377,6 +425,51 @@ mod tests {
         assert_eq!(v["backfill"], json!(false));
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("PW=******"));
+    }
+
+    /// `dynamic_control` follows the MN's table: a Hebei-only code is categorised under Hebei and
+    /// null under the national table; `category` (from the code's characters) is the same in both.
+    #[test]
+    fn info_items_carry_the_dynamic_control_category_of_the_mns_table() {
+        let mut p = hj212_codec::encode::OwnedPacket::new(Some("20240101000000000"), "32", 3020, "pw", "MN1", None);
+        p.push_group([("DataTime", "20240101000000")]);
+        p.push_group([("PolId", "w01018"), ("i13128-Info", "20240101000000"), ("i13129-Info", "2.5")]);
+        p.push_group([("i12001-Info", "0"), ("i13008-Info", "1.02"), ("i11001-Info", "//log//")]);
+        let frame = p.to_frame(hj212_codec::CrcVariant::Hj212).unwrap();
+        let Split::Frame(f) = Splitter::default().split(&frame, true) else { panic!() };
+        let d = Decoded::new(f, DecodeOptions::LENIENT);
+        let packet = d.verdict().unwrap();
+        let info = |code_table| {
+            let ctx = Context { received_ms: 0, peer: "p", code_table, encrypted: false, refused: None, parts: None };
+            let v: Value = serde_json::from_slice(&write(&d, &packet, &ctx)).unwrap();
+            v["info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| (i["dynamic_control"].clone(), i["category"].clone()))
+                .collect::<Vec<_>>()
+        };
+        let parameter = json!("parameter");
+        assert_eq!(
+            info(CodeTable::Hebei),
+            [
+                (json!("standard_check"), parameter.clone()),
+                (json!("standard_check"), parameter.clone()),
+                (json!("working"), json!("state")),
+                (json!("calibration"), parameter.clone()),
+                (Value::Null, json!("log")),
+            ]
+        );
+        assert_eq!(
+            info(CodeTable::National),
+            [
+                (Value::Null, parameter.clone()),
+                (Value::Null, parameter.clone()),
+                (json!("working"), json!("state")),
+                (json!("calibration"), parameter),
+                (Value::Null, json!("log")),
+            ]
+        );
     }
 
     /// Escapes, odd numbers, a repeated field, a field named like an item key, and `PolId`:
@@ -396,9 +489,9 @@ mod tests {
         ];
         let expected = [
             r###"{"mn":"MN1","st":"32","cn":"2011","qn":"20240101000000000","flag":null,"version":2005,"received_at":"1970-01-01T00:00:00.005Z","peer":"p","data_time":"20240101000000","pnum":null,"pno":null,"backfill":false,"encrypted":false,"items":[{"code":"w01018","name":"Chemical oxygen demand (COD)","name_zh":"化学需氧量","Rtd":-0.0,"unit":"odd","flag":"N"}],"info":[],"facilities":[],"crc_variant":"hj212","deviations":[],"raw":"##0138QN=20240101000000000;ST=32;CN=2011;PW=**;MN=MN1;CP=&&DataTime=20240101000000;w01018-Rtd=1e-7,w01018-Rtd=-0,w01018-unit=odd,w01018-Flag=N&&A3C1"}"###,
-            r###"{"mn":"MN1","st":"32","cn":"2011","qn":"20240101000000000","flag":null,"version":2005,"received_at":"1970-01-01T00:00:00.005Z","peer":"p","data_time":"20240101000000","pnum":null,"pno":null,"backfill":false,"encrypted":false,"items":[{"code":"w00000","name":"Wastewater (flow)","name_zh":"污水","unit":"L/s","Min":12.0,"Max":"NaN"}],"info":[{"code":"i11001","pol_id":null,"name":"Analyzer run log","name_zh":"运行日志","unit":"","category":"log","device":"analyzer","value":"log \"quoted\" \\ back\ttab\u0001ctl 中文"}],"facilities":[],"crc_variant":"hj212","deviations":[],"raw":"##0156QN=20240101000000000;ST=32;CN=2011;PW=**;MN=MN1;CP=&&DataTime=20240101000000;i11001-Info=log \"quoted\" \\ back\ttab\u0001ctl 中文,w00000-Min= 12 ,w00000-Max=NaN&&4DC0"}"###,
+            r###"{"mn":"MN1","st":"32","cn":"2011","qn":"20240101000000000","flag":null,"version":2005,"received_at":"1970-01-01T00:00:00.005Z","peer":"p","data_time":"20240101000000","pnum":null,"pno":null,"backfill":false,"encrypted":false,"items":[{"code":"w00000","name":"Wastewater (flow)","name_zh":"污水","unit":"L/s","Min":12.0,"Max":"NaN"}],"info":[{"code":"i11001","pol_id":null,"name":"Analyzer run log","name_zh":"运行日志","unit":"","category":"log","dynamic_control":null,"device":"analyzer","value":"log \"quoted\" \\ back\ttab\u0001ctl 中文"}],"facilities":[],"crc_variant":"hj212","deviations":[],"raw":"##0156QN=20240101000000000;ST=32;CN=2011;PW=**;MN=MN1;CP=&&DataTime=20240101000000;i11001-Info=log \"quoted\" \\ back\ttab\u0001ctl 中文,w00000-Min= 12 ,w00000-Max=NaN&&4DC0"}"###,
             r###"{"mn":"MN1","st":"32","cn":"2011","qn":"20240101000000000","flag":null,"version":2005,"received_at":"1970-01-01T00:00:00.005Z","peer":"p","data_time":"20240101000000","pnum":null,"pno":null,"backfill":false,"encrypted":false,"items":[{"code":"a21026","name":"Sulphur dioxide (SO2)","name_zh":"二氧化硫","unit":"mg/m³","SampleTime":"20240101000000","Avg":"x"}],"info":[],"facilities":[{"code":"SB1","RS":"inf","RT":12.5}],"crc_variant":"hj212","deviations":[],"raw":"##0148QN=20240101000000000;ST=32;CN=2011;PW=**;MN=MN1;CP=&&DataTime=20240101000000;SB1-RS=inf,SB1-RT=12.50,a21026-SampleTime=20240101000000,a21026-Avg=x&&D201"}"###,
-            r###"{"mn":"MN1","st":"32","cn":"2011","qn":"20240101000000000","flag":null,"version":2005,"received_at":"1970-01-01T00:00:00.005Z","peer":"p","data_time":"20240101000000","pnum":null,"pno":null,"backfill":false,"encrypted":false,"items":[{"code":"w01018","name":"Chemical oxygen demand (COD)","name_zh":"化学需氧量","unit":"mg/L","EFlag":"A1"}],"info":[{"code":"i13004","pol_id":"w01018","name":"Digestion temperature","name_zh":"消解温度","unit":"°C","category":"parameter","device":"analyzer","value":3.0},{"code":"i12001","pol_id":"w01018","name":"Analyzer working state","name_zh":"工作状态","unit":"","category":"state","device":"analyzer","value":1.0}],"facilities":[],"crc_variant":"hj212","deviations":[],"raw":"##0137QN=20240101000000000;ST=32;CN=2011;PW=**;MN=MN1;CP=&&DataTime=20240101000000;PolId=w01018,i13004-Info=3.0,i12001-Info=1,w01018-EFlag=A1&&8641"}"###,
+            r###"{"mn":"MN1","st":"32","cn":"2011","qn":"20240101000000000","flag":null,"version":2005,"received_at":"1970-01-01T00:00:00.005Z","peer":"p","data_time":"20240101000000","pnum":null,"pno":null,"backfill":false,"encrypted":false,"items":[{"code":"w01018","name":"Chemical oxygen demand (COD)","name_zh":"化学需氧量","unit":"mg/L","EFlag":"A1"}],"info":[{"code":"i13004","pol_id":"w01018","name":"Digestion temperature","name_zh":"消解温度","unit":"°C","category":"parameter","dynamic_control":"running","device":"analyzer","value":3.0},{"code":"i12001","pol_id":"w01018","name":"Analyzer working state","name_zh":"工作状态","unit":"","category":"state","dynamic_control":"working","device":"analyzer","value":1.0}],"facilities":[],"crc_variant":"hj212","deviations":[],"raw":"##0137QN=20240101000000000;ST=32;CN=2011;PW=**;MN=MN1;CP=&&DataTime=20240101000000;PolId=w01018,i13004-Info=3.0,i12001-Info=1,w01018-EFlag=A1&&8641"}"###,
         ];
         for (pairs, expected) in odd.into_iter().zip(expected) {
             let mut p = hj212_codec::encode::OwnedPacket::new(Some("20240101000000000"), "32", 2011, "pw", "MN1", None);
@@ -408,8 +501,14 @@ mod tests {
             let Split::Frame(f) = Splitter::default().split(&frame, true) else { panic!() };
             let d = Decoded::new(f, DecodeOptions::LENIENT);
             let packet = d.verdict().unwrap();
-            let ctx =
-                Context { received_ms: 5, peer: "p", code_table: CodeTable::National, encrypted: false, refused: None };
+            let ctx = Context {
+                received_ms: 5,
+                peer: "p",
+                code_table: CodeTable::National,
+                encrypted: false,
+                refused: None,
+                parts: None,
+            };
             let text = String::from_utf8(write(&d, &packet, &ctx)).unwrap();
             assert_eq!(text, expected);
             assert!(serde_json::from_str::<Value>(&text).is_ok(), "{text}");

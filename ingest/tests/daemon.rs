@@ -116,6 +116,53 @@ async fn quarantine_publishes_refused_frames_to_their_own_topic() {
     d.stop().await;
 }
 
+/// Info items carry the dynamic-control category of the MN's code table, on the data topic and
+/// on the quarantine topic alike (a known MN's refused frame is read with that MN's table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_items_are_read_with_the_mns_code_table_even_in_quarantine() {
+    let d = Daemon::start(|c| {
+        c.auth.policy = hj212_ingest::config::RefusalPolicy::Quarantine;
+        c.registry[0].code_table = hj212_ingest::config::CodeTable::Hebei;
+    })
+    .await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    let status = |qn: &str, pw: &str| {
+        let mut p = OwnedPacket::new(Some(qn), "32", 3020, pw, MN, Some(Flag::new(Version::V2017, false, false)));
+        p.push_group([("DataTime", "20240102030400")]);
+        p.push_group([("PolId", "w01018"), ("i13128-Info", "20240102000000"), ("i13129-Info", "3.5")]);
+        p.push_group([("i12101-Info", "6"), ("i13008-Info", "1.01")]);
+        p.to_frame(CrcVariant::Hj212).unwrap()
+    };
+    let expected = [
+        ("i13128", "standard_check", "Standard check time"),
+        ("i13129", "standard_check", "Standard check deviation"),
+        ("i12101", "working", "Water analyzer working state"),
+        ("i13008", "calibration", "Slope"),
+    ];
+    for (qn, pw, topic) in [
+        ("20240102030405041", PW, format!("hj212/{MN}/3020")),
+        ("20240102030405042", "999999", format!("hj212/quarantine/{MN}")),
+    ] {
+        dau.send(&status(qn, pw)).await;
+        let (t, v) = sub.next().await;
+        assert_eq!(t, topic);
+        let info: Vec<(String, String, String)> = v["info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                let s = |k: &str| i[k].as_str().unwrap_or("null").to_string();
+                (s("code"), s("dynamic_control"), s("name"))
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> =
+            expected.iter().map(|(a, b, c)| ((*a).into(), (*b).into(), (*c).into())).collect();
+        assert_eq!(info, expected, "{topic}");
+    }
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_between_frames_does_not_lose_good_frames() {
     let d = Daemon::start(|_| {}).await;

@@ -321,3 +321,211 @@ async fn sighup_reloads_the_registry_of_the_binary() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One sub-packet of a 2061 hourly message from the test site, `CP` as given (Flag=7: A=1, D=1).
+fn part(qn: &str, pnum: u16, pno: u16, cp: &str) -> Vec<u8> {
+    let data = format!("QN={qn};ST=32;CN=2061;PW={PW};MN={MN};Flag=7;PNUM={pnum};PNO={pno};CP=&&{cp}&&");
+    hj212_codec::encode::frame(data.as_bytes(), hj212_codec::CrcVariant::Hj212, false)
+}
+
+/// Sends a part and checks that it alone gets its 9014, with its own QN (HJ 212-2017 C.50).
+async fn send_part(dau: &mut Dau, frame: &[u8], qn: &str) {
+    dau.send(frame).await;
+    let answer = dau.frame().await;
+    assert_eq!((answer.field("CN"), answer.field("QN")), (Some("9014"), Some(qn)));
+}
+
+fn codes(v: &serde_json::Value) -> Vec<String> {
+    v["items"].as_array().unwrap().iter().map(|i| i["code"].as_str().unwrap().to_string()).collect()
+}
+
+/// C.50: a two-part message split at item boundaries, each part repeating `DataTime`. Each part
+/// is answered on its own and published as it is; once both are in, the whole message is
+/// published once on `…/2061/whole` with every item and the parts' QNs. Copies of a part (the
+/// same QN again, or the same part number under a new QN) make no second whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_packets_are_answered_alone_and_the_whole_is_published_once() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    let one = part(
+        "20160801085857534",
+        2,
+        1,
+        "DataTime=20160801080000;w00000-Cou=63.0,w00000-Min=16.4,w00000-Avg=17.5,w00000-Max=20.1,w00000-Flag=N;\
+         w01018-Avg=40.1,w01018-Flag=N",
+    );
+    let two = part("20160801085857535", 2, 2, "DataTime=20160801080000;w21003-Avg=1.2,w21003-Flag=N;w21011-Avg=0.31");
+
+    send_part(&mut dau, &one, "20160801085857534").await;
+    let (topic, p1) = sub.next().await;
+    assert_eq!(topic, format!("hj212/{MN}/2061"));
+    assert_eq!((p1["pnum"].clone(), p1["pno"].clone()), (json!(2), json!(1)));
+    assert_eq!(codes(&p1), ["w00000", "w01018"]);
+    assert_eq!(d.counter("subpacket_groups_open"), 1);
+
+    send_part(&mut dau, &two, "20160801085857535").await;
+    let (topic, p2) = sub.next().await;
+    assert_eq!(topic, format!("hj212/{MN}/2061"), "the part first, on the normal topic");
+    assert_eq!(p2["pno"], 2);
+    let (topic, whole) = sub.next().await;
+    assert_eq!(topic, format!("hj212/{MN}/2061/whole"));
+    assert_eq!(whole["parts"], json!(["20160801085857534", "20160801085857535"]));
+    assert_eq!(codes(&whole), ["w00000", "w01018", "w21003", "w21011"]);
+    assert_eq!(
+        (whole["qn"].clone(), whole["pnum"].clone(), whole["pno"].clone()),
+        (json!("20160801085857534"), json!(null), json!(null))
+    );
+    assert_eq!((whole["flag"].clone(), whole["data_time"].clone()), (json!(5), json!("20160801080000")));
+    assert_eq!(whole["items"][0]["Cou"], json!(63.0));
+    assert_eq!(whole["crc_variant"], "hj212");
+    let raw = whole["raw"].as_str().unwrap();
+    assert!(raw.starts_with("QN=20160801085857534;") && raw.contains("PW=******") && !raw.contains(PW), "{raw}");
+
+    // The last part again (lost 9014): answered again, published no more, no second whole.
+    send_part(&mut dau, &two, "20160801085857535").await;
+    // The same part number under a new QN: a new frame, published as a part, but no new whole.
+    let renamed =
+        part("20160801085857599", 2, 2, "DataTime=20160801080000;w21003-Avg=1.2,w21003-Flag=N;w21011-Avg=0.31");
+    send_part(&mut dau, &renamed, "20160801085857599").await;
+    let (topic, again) = sub.next().await;
+    assert_eq!((topic, again["qn"].clone()), (format!("hj212/{MN}/2061"), json!("20160801085857599")));
+    sub.nothing().await;
+    assert_eq!(d.counter("subpacket_groups_completed"), 1);
+    assert_eq!(d.counter("duplicates"), 1);
+    d.stop().await;
+}
+
+/// A sender that cuts `CP` in the middle of an item: the parts are published as they are, and
+/// the whole, joined as text by the codec, has every item complete. A repeated part number under
+/// a new QN is ignored by the reassembly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_packets_cut_mid_item_are_joined_into_whole_items() {
+    let d = Daemon::start(|_| {}).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    let one = part("20160801095857001", 2, 1, "DataTime=20160801090000;w01018-Avg=40.1,w010");
+    let one_again = part("20160801095857002", 2, 1, "DataTime=20160801090000;w01018-Avg=40.1,w010");
+    let two = part("20160801095857003", 2, 2, "18-Flag=N;w00000-Avg=3.25,w00000-Flag=N");
+    send_part(&mut dau, &one, "20160801095857001").await;
+    send_part(&mut dau, &one_again, "20160801095857002").await;
+    send_part(&mut dau, &two, "20160801095857003").await;
+    let mut wholes = Vec::new();
+    let mut parts = 0;
+    while let Some((topic, v)) = sub.next_within(QUIET).await {
+        if topic.ends_with("/whole") {
+            wholes.push(v);
+        } else {
+            assert_eq!(topic, format!("hj212/{MN}/2061"));
+            parts += 1;
+        }
+    }
+    assert_eq!(parts, 3, "every part is published");
+    assert_eq!(wholes.len(), 1, "one whole: {wholes:?}");
+    let whole = &wholes[0];
+    assert_eq!(whole["parts"], json!(["20160801095857001", "20160801095857003"]));
+    assert_eq!(codes(whole), ["w01018", "w00000"]);
+    assert_eq!((whole["items"][0]["Avg"].clone(), whole["items"][0]["flag"].clone()), (json!(40.1), json!("N")));
+    assert_eq!((whole["items"][1]["Avg"].clone(), whole["items"][1]["flag"].clone()), (json!(3.25), json!("N")));
+    assert_eq!(d.counter("subpacket_parts_duplicate"), 1);
+    assert_eq!(d.counter("subpacket_groups_completed"), 1);
+    d.stop().await;
+}
+
+/// A message whose other parts never come: its first part is published and answered, the
+/// reassembly gives up after `subpackets.expire_secs` and counts it; late parts make no whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incomplete_sub_packet_message_expires_and_is_counted() {
+    let d = Daemon::start(|c| c.subpackets.expire_secs = 1).await;
+    let mut sub = Subscriber::connect(d.handle().mqtt_addr()).await;
+    let mut dau = Dau::connect(d.addr()).await;
+    send_part(&mut dau, &part("20160801105857001", 3, 1, "DataTime=20160801100000;w01018-Avg=1"), "20160801105857001")
+        .await;
+    assert_eq!(sub.next().await.0, format!("hj212/{MN}/2061"));
+    assert_eq!(d.counter("subpacket_groups_open"), 1);
+    until("the expiry", WAIT, || d.counter("subpacket_groups_expired") == 1).await;
+    assert_eq!((d.counter("subpacket_groups_open"), d.counter("subpacket_bytes")), (0, 0));
+    for (qn, pno) in [("20160801105857002", 2), ("20160801105857003", 3)] {
+        send_part(&mut dau, &part(qn, 3, pno, "DataTime=20160801100000;w01018-Avg=1"), qn).await;
+        assert_eq!(sub.next().await.0, format!("hj212/{MN}/2061"));
+    }
+    sub.nothing().await;
+    assert_eq!(d.counter("subpacket_groups_completed"), 0);
+    d.stop().await;
+}
+
+/// Publishes probe commands (for an MN no instance has) until every daemon has received one: its
+/// subscription to the command topic is in place.
+async fn until_subscribed(daemons: &[&Daemon], broker: (&str, u16)) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let before: Vec<u64> = daemons.iter().map(|d| d.counter("commands_received")).collect();
+    loop {
+        mqtt_publish(broker, "hj212/cmd/PROBE", br#"{"id":"probe","cn":1062,"RtdInterval":30}"#).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if daemons.iter().zip(&before).all(|(d, b)| d.counter("commands_received") > *b) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the daemons did not subscribe to the command topic");
+    }
+}
+
+/// The next reply for the command `id`, skipping the others (probes).
+async fn reply_for(sub: &mut Subscriber, id: &str) -> serde_json::Value {
+    loop {
+        let (_, r) = sub.next_on("hj212/reply/").await;
+        if r["id"] == id {
+            return r;
+        }
+    }
+}
+
+/// Several instances on one broker all receive every command. With `commands.absent = "silent"`
+/// only the instance the site is connected to answers; with the default `"error"`, every other
+/// instance adds `site not connected` next to the real reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_only_the_instance_with_the_site_answers_a_command() {
+    let broker = hj212_ingest::broker::start(0).await.unwrap();
+    let on_broker = |c: &mut hj212_ingest::Config, instance: &str, absent| {
+        c.instance = instance.into();
+        c.mqtt.host = Some("127.0.0.1".into());
+        c.mqtt.port = broker.port();
+        c.mqtt.embedded = Some(false);
+        c.commands.absent = absent;
+    };
+    use hj212_ingest::config::AbsentSite;
+    let a = Daemon::start(|c| on_broker(c, "a", AbsentSite::Silent)).await;
+    let b = Daemon::start(|c| on_broker(c, "b", AbsentSite::Silent)).await;
+    let broker = ("127.0.0.1", broker.port());
+    let mut sub = Subscriber::connect(broker).await;
+    until_subscribed(&[&a, &b], broker).await;
+    let mut dau = Dau::connect(a.addr()).await;
+    dau.send(&upload("20240102030406000", 2011, false, PW)).await;
+    sub.next_on("hj212/").await;
+
+    mqtt_publish(broker, &format!("hj212/cmd/{MN}"), br#"{"id":"k1","cn":1062,"RtdInterval":30}"#).await;
+    assert_eq!(dau.frame().await.field("CN"), Some("1062"));
+    let sent = reply_for(&mut sub, "k1").await;
+    assert_eq!(sent["event"], "sent");
+    let received = a.counter("commands_received");
+    until("b to see the command", WAIT, || b.counter("commands_received") == received).await;
+    sub.nothing().await;
+    // Every probe and k1 for b; the probes only for a.
+    assert_eq!((a.counter("commands_absent"), b.counter("commands_absent")), (received - 1, received));
+    assert_eq!((a.counter("commands_failed"), b.counter("commands_failed")), (0, 0));
+
+    // The default: an instance without the site reports it, next to the real reply.
+    let c = Daemon::start(|c| on_broker(c, "c", AbsentSite::Error)).await;
+    until_subscribed(&[&c], broker).await;
+    mqtt_publish(broker, &format!("hj212/cmd/{MN}"), br#"{"id":"k2","cn":1062,"RtdInterval":30}"#).await;
+    assert_eq!(dau.frame().await.field("CN"), Some("1062"));
+    let mut events: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        let r = reply_for(&mut sub, "k2").await;
+        events.push(format!("{} {}", r["event"], r["error"]));
+    }
+    events.sort();
+    assert_eq!(events, ["\"error\" \"site not connected\"", "\"sent\" null"]);
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}

@@ -22,6 +22,9 @@ async fn hostile_clients_do_not_stop_an_honest_one() {
         c.limits.max_connections = IDLE_CONNECTIONS + 100;
         c.limits.max_garbage_bytes = 4096;
         c.limits.frame_timeout_secs = 3;
+        // Off: the replayed frames carry the site's real password (a captured frame does), so
+        // they authenticate and rightly count against the site's budget. Wrong passwords do not
+        // (`wrong_passwords_do_not_use_up_a_sites_rate_budget`).
         c.limits.max_frames_per_minute_per_mn = 0;
     })
     .await;
@@ -119,5 +122,117 @@ async fn hostile_clients_do_not_stop_an_honest_one() {
     assert!(d.counter("auth_refused") >= 10);
     assert!(d.counter("duplicates") >= 10);
     assert!(d.counter("connections_frame_timeout") >= 1, "the slowloris or endless frame was not cut");
+    d.stop().await;
+}
+
+/// An upload from the test site's MN with a wrong password and a Modbus CRC (low byte first).
+fn forged_modbus(qn: &str) -> Vec<u8> {
+    use hj212_codec::encode::OwnedPacket;
+    use hj212_codec::packet::{Flag, Version};
+    let mut p = OwnedPacket::new(Some(qn), "32", 2011, "000000", MN, Some(Flag::new(Version::V2017, false, true)));
+    p.push_group([("DataTime", "20240102030400")]);
+    p.push_group([("w01018-Rtd", "99.9"), ("w01018-Flag", "N")]);
+    p.to_frame(hj212_codec::CrcVariant::ModbusLowFirst).unwrap()
+}
+
+/// The CRC variant a site is answered with is learnt only from frames that authenticate: a frame
+/// that claims the site's MN with a wrong password and a Modbus CRC changes neither the site's
+/// 9014s nor the platform's requests to it. (`Dau::frame` decodes strictly: a frame with any CRC
+/// but the HJ 212 one fails it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_frame_cannot_switch_the_crc_a_site_is_answered_with() {
+    let d = Daemon::start(|_| {}).await;
+    let broker = d.handle().mqtt_addr();
+    let mut sub = Subscriber::connect(broker).await;
+    let mut site = Dau::connect(d.addr()).await;
+    site.send(&upload("20240102030420001", 2011, true, PW)).await;
+    assert_eq!(site.frame().await.field("CN"), Some("9014"));
+    sub.next_on("hj212/").await;
+
+    let mut forger = Dau::connect(d.addr()).await;
+    for i in 0..5 {
+        forger.send(&forged_modbus(&format!("2024010203042100{i}"))).await;
+    }
+    until("the forged frames to be refused", WAIT, || d.counter("auth_refused") == 5).await;
+    forger.nothing().await;
+
+    // A platform request to the site goes out in the site's own variant.
+    mqtt_publish(broker, &format!("hj212/cmd/{MN}"), br#"{"id":"crc","cn":1062,"RtdInterval":30}"#).await;
+    let request = site.frame().await;
+    assert_eq!(request.field("CN"), Some("1062"));
+    site.send(&upload("20240102030420002", 2011, true, PW)).await;
+    let answer = site.frame().await;
+    assert_eq!((answer.field("CN"), answer.field("QN")), (Some("9014"), Some("20240102030420002")));
+    d.stop().await;
+}
+
+/// The per-MN rate limit counts only frames that authenticated: a flood with the site's MN and a
+/// wrong password uses none of the site's budget (it is bounded by its own per-peer budget, past
+/// which refusals are only counted), while the site's own frames over the limit are still dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_do_not_use_up_a_sites_rate_budget() {
+    const LIMIT: u32 = 5;
+    let d = Daemon::start(|c| c.limits.max_frames_per_minute_per_mn = LIMIT).await;
+    let mut attacker = Dau::connect(d.addr()).await;
+    for i in 0..20 {
+        attacker.send(&upload(&format!("2024010203043{i:04}"), 2011, true, "000000")).await;
+    }
+    until("the flood to be refused", WAIT, || d.counter("auth_refused") == 20).await;
+    assert_eq!(d.counter("auth_refused_throttled"), 20 - u64::from(LIMIT), "refusals past the peer's budget");
+    assert_eq!(d.counter("frames_rate_limited"), 0);
+
+    let mut site = Dau::connect(d.addr()).await;
+    for i in 0..LIMIT {
+        let qn = format!("2024010203044{i:04}");
+        site.send(&upload(&qn, 2011, true, PW)).await;
+        assert_eq!(site.frame().await.field("QN"), Some(qn.as_str()), "the site's frame {i} within its budget");
+    }
+    site.send(&upload("20240102030449999", 2011, true, PW)).await;
+    site.nothing().await;
+    assert_eq!(d.counter("frames_rate_limited"), 1, "the site's own frames are still limited");
+    d.stop().await;
+}
+
+/// A client that sends uploads and never reads its answers: its 9014s pile up to
+/// `limits.max_queued_answers`, then it is closed, logged and counted, while an honest site is
+/// still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_closed() {
+    let d = Daemon::start(|c| {
+        c.limits.max_frames_per_minute_per_mn = 0;
+        c.limits.max_queued_answers = 16;
+    })
+    .await;
+    let addr = d.addr();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (_unread, mut wr) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        let mut sent = 0u32;
+        // Far more answers than the socket buffers hold; stops when the daemon closes it.
+        while sent < 200_000 {
+            let mut batch = Vec::new();
+            for _ in 0..100 {
+                batch.extend_from_slice(&upload(&format!("2024{sent:013}"), 2011, true, PW));
+                sent += 1;
+            }
+            if wr.write_all(&batch).await.is_err() {
+                break;
+            }
+        }
+        sent
+    });
+    until("the unread connection to be closed", Duration::from_secs(60), || {
+        d.counter("connections_unread_closed") == 1
+    })
+    .await;
+    let sent = tokio::time::timeout(WAIT, sender).await.expect("the sender was not cut off").unwrap();
+    assert!(sent < 200_000, "the daemon kept reading a client that does not read");
+    until("the connection to be gone", WAIT, || d.counter("connections_open") == 0).await;
+
+    let mut site = Dau::connect(addr).await;
+    site.send(&upload("20240102030450000", 2011, true, PW)).await;
+    assert_eq!(site.frame().await.field("QN"), Some("20240102030450000"));
     d.stop().await;
 }

@@ -269,9 +269,8 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n: u64 = 0;
-            let data_start_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let data_start_ms =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             while Instant::now() < send_until {
                 tick.tick().await;
                 // The reader stops once nothing is outstanding after the deadline: send nothing
