@@ -214,6 +214,21 @@ pub fn ingest_config(dir: &Path, broker: Option<SocketAddr>) -> anyhow::Result<h
 /// # Errors
 /// The text does not parse.
 pub fn ingest_config_with(dir: &Path, broker: Option<SocketAddr>, extra: &str) -> anyhow::Result<hj212_ingest::Config> {
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = hj212_ingest::Config::from_toml(&ingest_toml(dir, listen, broker, extra))?;
+    // The data-quality state file defaults to /var/lib: each test keeps its own, or one test's
+    // engine state (a slope it set) would judge the next test's data.
+    if config.quality.state_path == hj212_ingest::config::Quality::default().state_path {
+        config.quality.state_path = dir.join("ingest-quality.json");
+    }
+    Ok(config)
+}
+
+/// The text of [`ingest_config_with`]'s configuration, listening on `listen`, for an
+/// `hj212-ingest` process (which reads a file). The data-quality state file is left at its
+/// default: a caller that runs the daemon sets `[quality] state_path` in `extra`.
+#[must_use]
+pub fn ingest_toml(dir: &Path, listen: SocketAddr, broker: Option<SocketAddr>, extra: &str) -> String {
     let mqtt = match broker {
         Some(b) => format!("host = \"{}\"\nport = {}\nembedded = false", b.ip(), b.port()),
         None => "embedded = true\nembedded_port = 0".to_string(),
@@ -223,7 +238,7 @@ pub fn ingest_config_with(dir: &Path, broker: Option<SocketAddr>, extra: &str) -
 shutdown_timeout_secs = 2
 
 [[listeners]]
-addr = "127.0.0.1:0"
+addr = "{listen}"
 
 [limits]
 ack_timeout_secs = 10
@@ -258,11 +273,5 @@ allowed_st = ["31"]
         log = dir.join("ingest-packets.log").display().to_string(),
         spool = dir.join("ingest-spool").display().to_string(),
     );
-    let mut config = hj212_ingest::Config::from_toml(&format!("{text}\n{extra}\n"))?;
-    // The data-quality state file defaults to /var/lib: each test keeps its own, or one test's
-    // engine state (a slope it set) would judge the next test's data.
-    if config.quality.state_path == hj212_ingest::config::Quality::default().state_path {
-        config.quality.state_path = dir.join("ingest-quality.json");
-    }
-    Ok(config)
+    format!("{text}\n{extra}\n")
 }
