@@ -1,6 +1,6 @@
 //! The real daemon binaries as child processes, and the independent Python frame check.
 //!
-//! [`chain`](crate::chain) runs the daemons in-process, where a "kill" can only cancel them. The
+//! [`chain`](mod@crate::chain) runs the daemons in-process, where a "kill" can only cancel them. The
 //! tests that need a real SIGKILL (`tests/tests/sigkill_e2e.rs`), or want what a real gateway
 //! process sends (`tests/tests/interop_py.rs`), run `hj212-gateway` and `hj212-ingest` through
 //! [`Daemon`] instead, with configuration files written here: [`gateway_toml`] renders the
