@@ -525,6 +525,13 @@ impl Acquisition {
         self.series.iter().find(|s| s.code.as_str() == code).and_then(|s| s.latest)
     }
 
+    /// Sets `RtdInterval` (CN 1062) from now on; the open statistics periods go on. A value
+    /// measured since the last real-time upload (a batch analyzer's new result) is kept for the
+    /// next one.
+    pub fn set_rtd_interval(&mut self, seconds: u32) {
+        self.config.rtd_interval_s = seconds;
+    }
+
     /// Feeds one cycle at civil time `now` and tick `now_ms`, and returns the records that came due:
     /// closed minute blocks (2051), hours (2061), days (2031, 2041), the facility power items (3020
     /// i33200–i33202, with each minute record) and, every `RtdInterval`, real-time data (2011) and

@@ -489,6 +489,61 @@ fn batch_analyzer_value_is_reported_once_per_measurement() {
     assert!(items.iter().all(|i| i.code != "w01018"), "{items:?}");
 }
 
+/// A batch analyzer's new result read between two real-time uploads is kept for the next one:
+/// polled every 10 s with `RtdInterval` 60 s, a result first read at 00:30 goes up at 01:00 with
+/// its `SampleTime` (the gateway once paced uploads itself and dropped every result that did not
+/// land on a due cycle). A CN 1062 that shortens the interval takes effect at once.
+#[test]
+fn a_batch_result_read_between_real_time_uploads_goes_up_with_the_next_one() {
+    let mut rig = Rig::new(&[&SURFACE_WATER_COD]);
+    rig.set(Target::Status, Value::Code(1));
+    let cfg = AcquireConfig {
+        rtd_interval_s: 60,
+        validity: GasValidity { samples_per_minute: 1, minutes_per_hour: 45, hours_per_day: 20 },
+        ..AcquireConfig::default()
+    };
+    let owned = rig.profiles[0].clone();
+    let profile = owned.as_profile();
+    let mut acq = Acquisition::new(cfg, &[&profile]);
+    let mut rtd = Vec::new();
+    for step in 0..=18u64 {
+        let now_ms = step * 10_000;
+        // Results first read at 00:00 (30 mg/L), 00:30 (31 mg/L) and 02:10 (32 mg/L).
+        for (at_step, value, minute) in [(0, 30.0, 0), (3, 31.0, 1), (13, 32.0, 2)] {
+            if step == at_step {
+                let t = Time::from_millis(t0() + minute * 60_000).unwrap();
+                rig.set(
+                    Target::SampleTime,
+                    Value::Time(PDateTime::new(t.year, t.month, t.day, t.hour, t.minute, t.second).unwrap()),
+                );
+                rig.set(COD, Value::Number(value));
+            }
+        }
+        if step == 12 {
+            // CN 1062 at 02:00: every 20 s from now on.
+            acq.set_rtd_interval(20);
+        }
+        let values = rig.poll(now_ms);
+        let reading = Reading::new(&profile, &values[0], rig.comm(0));
+        let out = acq.ingest(at(now_ms), now_ms, &[reading]);
+        out.iter().for_each(round_trip);
+        if let Some(m) = data(&out, Command::RealTimeData) {
+            let f = |suffix| field(m, "w01018", suffix).map(String::from);
+            rtd.push((now_ms / 1000, f("Rtd"), f("SampleTime")));
+        }
+    }
+    assert_eq!(
+        rtd,
+        vec![
+            (0, Some("30.0".into()), Some("20240101080000".into())),
+            (60, Some("31.0".into()), Some("20240101080100".into())),
+            // 02:00: due, but no new result since 01:00; 02:10 is not due under the new 20 s;
+            // 02:10's result (read at 02:10) goes at 02:20.
+            (140, Some("32.0".into()), Some("20240101080200".into())),
+        ]
+    );
+}
+
 /// 2024-06-01 09:00:00, the hour of the HJ 212-2025 digest's 2013 example (§13.3).
 fn june(ms: u64) -> Time {
     let base = Time { year: 2024, month: 6, day: 1, hour: 9, minute: 0, second: 0, millis: 0 }.to_millis();

@@ -4,9 +4,9 @@
 //!
 //! Every message goes through [`Site::publish`]: it is encoded with the site's header, written to
 //! the store (every platform's queue, flushed), and only then are the uplinks woken. The firmware
-//! decides what to send; this module adds no protocol or statistics logic of its own, except
-//! pacing real-time uploads (2011/2021) by `RtdInterval` so that a change by CN 1062 takes effect
-//! without losing the open statistics periods.
+//! decides what to send, real-time pacing included (a CN 1062 sets the firmware's `RtdInterval`
+//! without losing the open statistics periods); this module adds no protocol or statistics logic
+//! of its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -156,7 +156,6 @@ struct State {
     trackers: Vec<Tracker>,
     rtd_interval_s: u32,
     min_interval: u8,
-    last_rtd_ms: Option<u64>,
     /// When each analyzer's electricity-use record last went out.
     last_electricity_ms: Vec<Option<u64>>,
     /// Latest dynamic-control values: (PolId, i-code) → value text.
@@ -200,11 +199,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn acquire_config(config: &Config, min_interval: u8) -> AcquireConfig {
+fn acquire_config(config: &Config, rtd_interval_s: u32, min_interval: u8) -> AcquireConfig {
     let a = &config.acquisition;
     AcquireConfig {
-        // Real-time pacing is done here (see the module docs), so the firmware emits every cycle.
-        rtd_interval_s: 0,
+        rtd_interval_s,
         min_interval,
         validity: GasValidity {
             samples_per_minute: a.samples_per_minute,
@@ -241,7 +239,7 @@ impl Site {
             .unwrap_or(config.acquisition.min_interval_mins);
         let profiles: Vec<_> = analyzers.iter().map(|a| a.profile.as_profile()).collect();
         let refs: Vec<_> = profiles.iter().collect();
-        let acquisition = Acquisition::new(acquire_config(&config, min_interval), &refs);
+        let acquisition = Acquisition::new(acquire_config(&config, rtd_interval_s, min_interval), &refs);
         let trackers = analyzers.iter().map(|a| Tracker::new(&a.profile.as_profile(), Some(a.pol_id))).collect();
         let configured = config.serial.iter().flat_map(|p| &p.analyzer);
         let electricity: Vec<Vec<(usize, String)>> = analyzers
@@ -270,7 +268,6 @@ impl Site {
                 trackers,
                 rtd_interval_s,
                 min_interval,
-                last_rtd_ms: None,
                 last_electricity_ms: vec![None; analyzers.len()],
                 info: BTreeMap::new(),
             }),
@@ -318,12 +315,6 @@ impl Site {
         let mut out = st.acquisition.ingest(now, now_ms, &refs);
         if maintenance {
             crate::maintenance::flag_maintenance(&mut out);
-        }
-        let due = st.last_rtd_ms.is_none_or(|l| now_ms.saturating_sub(l) >= u64::from(st.rtd_interval_s) * 1000);
-        if due && out.iter().any(is_realtime) {
-            st.last_rtd_ms = Some(now_ms);
-        } else {
-            out.retain(|m| !is_realtime(m));
         }
         for ((i, _, _), reading) in readings.iter().zip(&refs) {
             let msgs = st.trackers[*i].update(&dyn_cfg, reading, now, now_ms);
@@ -466,7 +457,9 @@ impl Site {
     /// The store failed.
     pub fn set_rtd_interval(&self, seconds: u32) -> Result<(), crate::store::StoreError> {
         self.store.set_meta("rtd_interval_secs", &seconds.to_string())?;
-        lock(&self.state).rtd_interval_s = seconds;
+        let mut st = lock(&self.state);
+        st.rtd_interval_s = seconds;
+        st.acquisition.set_rtd_interval(seconds);
         Ok(())
     }
 
@@ -481,7 +474,7 @@ impl Site {
         let refs: Vec<_> = profiles.iter().collect();
         let mut st = lock(&self.state);
         st.min_interval = minutes;
-        st.acquisition = Acquisition::new(acquire_config(&self.config, minutes), &refs);
+        st.acquisition = Acquisition::new(acquire_config(&self.config, st.rtd_interval_s, minutes), &refs);
         Ok(())
     }
 
@@ -648,8 +641,4 @@ fn format_reading(v: f64) -> String {
     let text = format!("{v:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" { "0".to_string() } else { text.to_string() }
-}
-
-fn is_realtime(m: &Message) -> bool {
-    matches!(m, Message::Data { cn, .. } if matches!(cn.value(), 2011 | 2021))
 }

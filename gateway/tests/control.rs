@@ -373,6 +373,8 @@ async fn calibration_sampling_and_cleaning_through_the_control_register_and_refu
     platform.expect_all(&others, &[(3020, "i12001-Info", "7")]).await;
     platform.upload(|u| u.cn == 3020 && u.packet.cp_get("i12001-Info") == Some("9")).await;
     assert_eq!(cod.lock().unwrap().get(&Target::SampleTime), Some(Value::Time(calibrated_at)));
+    // The new result goes up in real time with its SampleTime, whichever poll cycle first read it.
+    platform.upload(|u| u.cn == 2011 && u.packet.cp_get("w01018-SampleTime") == Some("20260101083000")).await;
     assert_eq!(actions(&cod), [ControlAction::Calibration, ControlAction::Cleaning, ControlAction::SampleNow]);
     let cod_writes = cod.lock().unwrap().writes();
     assert_eq!(cod_writes, 3);
