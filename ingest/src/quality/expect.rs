@@ -6,6 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+/// Data times kept per stream to infer its interval from.
+const RECENT: usize = 9;
+
 use serde::{Deserialize, Serialize};
 
 use crate::quality::Ms;
@@ -125,21 +128,37 @@ impl MnExpect {
         if cfg.accounting.learn_cns.contains(&cn) {
             st.learned = true;
         }
-        st.pollutants.extend(codes.iter().map(|c| (*c).to_string()));
+        // Once per record: nothing is allocated for pollutants already known.
+        for code in codes {
+            if !st.pollutants.contains(*code) {
+                st.pollutants.insert((*code).to_string());
+            }
+        }
         if st.recent.contains(&data_time) {
             return;
         }
         st.recent.push_back(data_time);
-        if st.recent.len() > 9 {
+        if st.recent.len() > RECENT {
             st.recent.pop_front();
         }
-        let mut times: Vec<Ms> = st.recent.iter().copied().collect();
-        times.sort_unstable();
-        let mut counts: BTreeMap<Ms, u32> = BTreeMap::new();
-        for w in times.windows(2) {
-            *counts.entry(w[1] - w[0]).or_default() += 1;
+        // The most frequent spacing of the last RECENT times (the shorter on a tie).
+        let mut times = [0; RECENT];
+        let n = st.recent.len();
+        times[..n].iter_mut().zip(&st.recent).for_each(|(t, r)| *t = *r);
+        times[..n].sort_unstable();
+        let mut counts: [(Ms, u32); RECENT] = [(0, 0); RECENT];
+        let mut distinct = 0;
+        for w in times[..n].windows(2) {
+            let d = w[1] - w[0];
+            match counts[..distinct].iter_mut().find(|(x, _)| *x == d) {
+                Some((_, c)) => *c += 1,
+                None => {
+                    counts[distinct] = (d, 1);
+                    distinct += 1;
+                }
+            }
         }
-        let best = counts.iter().max_by_key(|(d, n)| (**n, -**d)).map(|(d, n)| (*d, *n));
+        let best = counts[..distinct].iter().max_by_key(|(d, n)| (*n, -*d)).copied();
         if let Some((d, n)) = best
             && n >= 3
             && d % 1000 == 0

@@ -144,7 +144,10 @@ impl Rules {
 
     /// Clears a latch (the condition was seen false).
     fn release(&mut self, mn: &str, rule: Rule, subject: &str) {
-        self.latches.remove(&(mn.to_string(), rule, subject.to_string()));
+        // Called for every normal value: no key is built unless something is latched.
+        if self.latches.iter().any(|(m, r, s)| *r == rule && m == mn && s == subject) {
+            self.latches.remove(&(mn.to_string(), rule, subject.to_string()));
+        }
     }
 
     /// A data message. `period_ms` is the stream's interval (0 when unknown).
@@ -223,13 +226,15 @@ impl Rules {
 
     /// Tracks runs of real-time values flagged `B` per analyzer; one alert per run.
     fn analyzer_comm(&mut self, cfg: &QualityConfig, mn: &str, code: &str, t: Ms, lost: bool, out: &mut Vec<Alert>) {
-        let key = (mn.to_string(), code.to_string());
         if !lost {
-            self.comm_lost.remove(&key);
+            // The common case, for every value: nothing to build unless a run is open.
+            if self.comm_lost.keys().any(|(m, c)| m == mn && c == code) {
+                self.comm_lost.remove(&(mn.to_string(), code.to_string()));
+            }
             self.release(mn, Rule::AnalyzerCommFailure, code);
             return;
         }
-        let first = *self.comm_lost.entry(key).or_insert(t);
+        let first = *self.comm_lost.entry((mn.to_string(), code.to_string())).or_insert(t);
         if t - first < minutes(cfg.link.analyzer_comm_minutes) || !self.latch(mn, Rule::AnalyzerCommFailure, code) {
             return;
         }
