@@ -525,6 +525,18 @@ impl Acquisition {
         self.series.iter().find(|s| s.code.as_str() == code).and_then(|s| s.latest)
     }
 
+    /// Says which statistics periods were reported before this acquisition was made (the
+    /// `DataTime` of the latest 2051, 2061 and 2031 kept, in civil milliseconds), so that a
+    /// restart does not report a period a second time when the clock was set back before it.
+    pub fn seed_reported(&mut self, block_ms: Option<i64>, hour_ms: Option<i64>, day_ms: Option<i64>) {
+        const NONE: i64 = i64::MIN;
+        let mut r = self.reported.unwrap_or(Starts { five: NONE, minute: NONE, block: NONE, hour: NONE, day: NONE });
+        r.block = r.block.max(block_ms.unwrap_or(NONE));
+        r.hour = r.hour.max(hour_ms.unwrap_or(NONE));
+        r.day = r.day.max(day_ms.unwrap_or(NONE));
+        self.reported = Some(r);
+    }
+
     /// Sets `RtdInterval` (CN 1062) from now on; the open statistics periods go on. A value
     /// measured since the last real-time upload (a batch analyzer's new result) is kept for the
     /// next one.

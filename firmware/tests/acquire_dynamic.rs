@@ -544,6 +544,44 @@ fn a_batch_result_read_between_real_time_uploads_goes_up_with_the_next_one() {
     );
 }
 
+/// After a restart, an acquisition seeded with the periods the store holds does not report one of
+/// them again when the clock passes it a second time (it was set back before the restart): the
+/// one-hour soak found an hour reported twice under two QNs this way.
+#[test]
+fn a_seeded_acquisition_does_not_report_a_stored_period_again() {
+    let hourly = |seed: bool| {
+        let mut rig = Rig::new(&[&FLOW_METER]);
+        rig.set(FLOW, Value::Number(3.0));
+        let cfg = AcquireConfig {
+            rtd_interval_s: 3600,
+            validity: GasValidity { samples_per_minute: 1, minutes_per_hour: 1, hours_per_day: 20 },
+            ..AcquireConfig::default()
+        };
+        let owned = rig.profiles[0].clone();
+        let profile = owned.as_profile();
+        let mut acq = Acquisition::new(cfg, &[&profile]);
+        if seed {
+            // The store holds 08:00's hourly record (and 08:50's minute block) from before.
+            acq.seed_reported(Some(t0() + 50 * 60_000), Some(t0()), None);
+        }
+        let mut hours = Vec::new();
+        // 08:00 to 10:05, a poll every 5 minutes.
+        for step in 0..=25u64 {
+            let now_ms = step * 300_000;
+            let values = rig.poll(now_ms);
+            let reading = Reading::new(&profile, &values[0], rig.comm(0));
+            for m in acq.ingest(at(now_ms), now_ms, &[reading]) {
+                if let Message::Data { cn: Command::HourlyData, data_time, .. } = m {
+                    hours.push(data_time.to_string());
+                }
+            }
+        }
+        hours
+    };
+    assert_eq!(hourly(false), ["20240101080000", "20240101090000"]);
+    assert_eq!(hourly(true), ["20240101090000"]);
+}
+
 /// 2024-06-01 09:00:00, the hour of the HJ 212-2025 digest's 2013 example (§13.3).
 fn june(ms: u64) -> Time {
     let base = Time { year: 2024, month: 6, day: 1, hour: 9, minute: 0, second: 0, millis: 0 }.to_millis();

@@ -199,6 +199,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Tells a new acquisition which periods the store already holds: after a restart, a period the
+/// clock passes again (it was set back) is not reported a second time.
+fn seed_reported(acquisition: &mut Acquisition, store: &dyn Store) {
+    acquisition.seed_reported(
+        store.latest_history_time(2051),
+        store.latest_history_time(2061),
+        store.latest_history_time(2031),
+    );
+}
+
 fn acquire_config(config: &Config, rtd_interval_s: u32, min_interval: u8) -> AcquireConfig {
     let a = &config.acquisition;
     AcquireConfig {
@@ -239,7 +249,8 @@ impl Site {
             .unwrap_or(config.acquisition.min_interval_mins);
         let profiles: Vec<_> = analyzers.iter().map(|a| a.profile.as_profile()).collect();
         let refs: Vec<_> = profiles.iter().collect();
-        let acquisition = Acquisition::new(acquire_config(&config, rtd_interval_s, min_interval), &refs);
+        let mut acquisition = Acquisition::new(acquire_config(&config, rtd_interval_s, min_interval), &refs);
+        seed_reported(&mut acquisition, store.as_ref());
         let trackers = analyzers.iter().map(|a| Tracker::new(&a.profile.as_profile(), Some(a.pol_id))).collect();
         let configured = config.serial.iter().flat_map(|p| &p.analyzer);
         let electricity: Vec<Vec<(usize, String)>> = analyzers
@@ -475,6 +486,7 @@ impl Site {
         let mut st = lock(&self.state);
         st.min_interval = minutes;
         st.acquisition = Acquisition::new(acquire_config(&self.config, st.rtd_interval_s, minutes), &refs);
+        seed_reported(&mut st.acquisition, self.store.as_ref());
         Ok(())
     }
 

@@ -257,6 +257,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The database failed.
     fn history(&self, cn: u16, begin_ms: i64, end_ms: i64, limit: usize) -> Result<Vec<Record>, StoreError>;
 
+    /// The `DataTime` of the latest aggregate record of `cn` kept as history, if any.
+    fn latest_history_time(&self, cn: u16) -> Option<i64> {
+        self.history(cn, i64::MIN, i64::MAX, usize::MAX).ok()?.last().map(|r| r.data_time_ms)
+    }
+
     /// Deletes history with `DataTime` before `before_ms`; returns how many records went.
     ///
     /// # Errors
@@ -919,6 +924,15 @@ impl Store for SledStore {
         .and_then(|(k, _)| <[u8; 8]>::try_from(k.as_ref()).ok().map(u64::from_be_bytes))
     }
 
+    fn latest_history_time(&self, cn: u16) -> Option<i64> {
+        let lo = history_key(cn, i64::MIN, 0);
+        let hi = history_key(cn, i64::MAX, u64::MAX);
+        // One step from the end of the range, not a scan of it.
+        let last = self.with_db(|db| db.history.range(lo..=hi).next_back().transpose()).ok().flatten()?;
+        let (_, v) = last;
+        Record::decode(&v).map(|r| r.data_time_ms)
+    }
+
     fn history(&self, cn: u16, begin_ms: i64, end_ms: i64, limit: usize) -> Result<Vec<Record>, StoreError> {
         let lo = history_key(cn, begin_ms, 0);
         let hi = history_key(cn, end_ms, u64::MAX);
@@ -1027,11 +1041,19 @@ mod tests {
         assert_eq!(s.queue_range("b", 0, 10).unwrap().len(), 2);
         assert_eq!(s.history(2061, 0, 3_600_000, 10).unwrap().len(), 1);
         assert_eq!(s.history(2061, 0, 3_599_999, 10).unwrap().len(), 0);
-        assert_eq!(s.purge_history(3_600_001).unwrap(), 1);
+        // The latest kept per CN (what a restarted acquisition is seeded with), in any order.
+        s.append(&rec(2061, 7_200_000)).unwrap();
+        s.append(&rec(2061, 1_800_000)).unwrap();
+        let last = s.append(&rec(2031, 86_400_000)).unwrap();
+        assert_eq!(s.latest_history_time(2061), Some(7_200_000));
+        assert_eq!(s.latest_history_time(2031), Some(86_400_000));
+        assert_eq!(s.latest_history_time(2051), None);
+        assert_eq!(s.purge_history(3_600_001).unwrap(), 2);
+        assert_eq!(s.latest_history_time(2061), Some(7_200_000));
         drop(s);
         let s = SledStore::open(&dir, &names, 1000).unwrap();
-        assert_eq!((s.queue_len("a"), s.queue_len("b")), (1, 2));
-        assert_eq!(s.last_seq("b"), Some(s2));
+        assert_eq!((s.queue_len("a"), s.queue_len("b")), (4, 5));
+        assert_eq!(s.last_seq("b"), Some(last));
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
