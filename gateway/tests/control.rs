@@ -213,18 +213,10 @@ fn platform(listener: TcpListener, version: Version) -> PlatformHandle {
                     let Ok(n) = r else { return };
                     if n == 0 { return; }
                     buf.extend_from_slice(&chunk[..n]);
-                    loop {
-                        let (len, frame) = match Splitter::default().split(&buf, false) {
-                            Split::Frame(f) => (f.len(), Some(f.bytes().to_vec())),
-                            Split::Skip { len, .. } => (len, None),
-                            Split::Incomplete => break,
-                        };
-                        buf.drain(..len);
-                        if let Some(frame) = frame {
-                            let Split::Frame(f) = Splitter::default().split(&frame, true) else { continue };
-                            if let Ok(p) = Decoded::new(f, DecodeOptions::LENIENT).verdict() {
-                                session.handle_packet(now(start), &p);
-                            }
+                    for frame in common::take_frames(&mut buf) {
+                        let Split::Frame(f) = Splitter::default().split(&frame, true) else { continue };
+                        if let Ok(p) = Decoded::new(f, DecodeOptions::LENIENT).verdict() {
+                            session.handle_packet(now(start), &p);
                         }
                     }
                 }

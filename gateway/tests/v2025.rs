@@ -155,14 +155,7 @@ fn double(listener: TcpListener, version: Version, keys: Vec<Key>, connections: 
                     let Ok(n) = r else { return };
                     if n == 0 { return; }
                     buf.extend_from_slice(&chunk[..n]);
-                    loop {
-                        let (len, frame) = match Splitter::default().split(&buf, false) {
-                            Split::Frame(f) => (f.len(), Some(f.bytes().to_vec())),
-                            Split::Skip { len, .. } => (len, None),
-                            Split::Incomplete => break,
-                        };
-                        buf.drain(..len);
-                        let Some(wire) = frame else { continue };
+                    for wire in common::take_frames(&mut buf) {
                         let ks = keyring.lock().unwrap().clone();
                         let (plain, decrypted, crc_ok) = open(&ks, &wire);
                         let Split::Frame(f) = Splitter::default().split(&plain, true) else { continue };

@@ -13,6 +13,23 @@ use std::time::Duration;
 use firmware::sim::Simulator;
 use hj212_gateway::config::{Analyzer, Config, Platform, SerialPort};
 
+/// Takes every complete frame off the front of `buf` (bytes read from a socket), dropping
+/// garbage between them; an incomplete frame stays for the next read.
+pub fn take_frames(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    use hj212_codec::{Split, Splitter};
+    let mut frames = Vec::new();
+    loop {
+        let (len, frame) = match Splitter::default().split(buf, false) {
+            Split::Frame(f) => (f.len(), Some(f.bytes().to_vec())),
+            Split::Skip { len, .. } => (len, None),
+            Split::Incomplete => break,
+        };
+        buf.drain(..len);
+        frames.extend(frame);
+    }
+    frames
+}
+
 /// The site identity the tests use.
 pub const MN: &str = "010000A8900016F000169DC0";
 /// The site password the tests use.
