@@ -22,22 +22,20 @@ impl Key {
         if qn.is_none() && data_time.is_none() {
             return None;
         }
-        // Absent and empty differ: a one-byte tag before each optional part. No part contains a
-        // NUL (the splitter refuses control characters in the header), so NUL separates them.
-        let mut bytes = Vec::with_capacity(mn.len() + 40);
-        bytes.extend_from_slice(mn.as_bytes());
-        bytes.push(0);
-        bytes.extend_from_slice(&cn.to_be_bytes());
-        for part in [qn, data_time] {
-            match part {
-                Some(p) => {
-                    bytes.push(1);
-                    bytes.extend_from_slice(p.as_bytes());
-                }
-                None => bytes.push(2),
+        // Each part carries its length (absent and empty differ), so no text of one part can be
+        // read as the start of the next, whatever bytes a site sends.
+        let mut bytes = Vec::with_capacity(mn.len() + 48);
+        let mut part = |p: Option<&str>| match p {
+            Some(p) => {
+                bytes.extend_from_slice(&u32::try_from(p.len()).unwrap_or(u32::MAX).to_be_bytes());
+                bytes.extend_from_slice(p.as_bytes());
             }
-            bytes.push(0);
-        }
+            None => bytes.extend_from_slice(&u32::MAX.to_be_bytes()),
+        };
+        part(Some(mn));
+        part(qn);
+        part(data_time);
+        bytes.extend_from_slice(&cn.to_be_bytes());
         Some(Self(bytes.into()))
     }
 }

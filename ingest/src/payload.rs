@@ -203,7 +203,8 @@ impl Json {
         match n {
             Some(n) => {
                 self.sep();
-                self.buf.extend_from_slice(n.to_string().as_bytes());
+                // Writing to a Vec cannot fail.
+                let _ = std::io::Write::write_fmt(&mut self.buf, format_args!("{n}"));
                 self.comma = true;
             }
             None => self.null(),
