@@ -697,24 +697,94 @@ fn ctime(f: &Fields<'_, '_>) -> Result<u16, Error> {
 /// appear in several groups, C.28) is kept.
 #[must_use]
 pub fn data_items(packet: &Packet<'_>) -> Vec<DataItem> {
-    let mut items: Vec<DataItem> = Vec::new();
-    for group in packet.cp().groups() {
-        let mut current: Option<DataItem> = None;
-        for pair in group.pairs() {
-            let Some((code, suffix)) = pair.code_and_suffix() else { continue };
-            let value = pair.value().unwrap_or("").to_string();
-            match &mut current {
-                Some(item) if item.code == code => item.fields.push((suffix.to_string(), value)),
-                _ => {
-                    items.extend(current.take());
-                    current =
-                        Some(DataItem { code: code.to_string(), fields: alloc::vec![(suffix.to_string(), value)] });
+    DataItems::of(packet).iter().map(|item| item.to_owned()).collect()
+}
+
+/// The data items of a packet borrowed from it, grouped as [`data_items`] groups them: for a
+/// reader that looks at every upload and keeps little of it, two allocations instead of one
+/// string per code, suffix and value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataItems<'a> {
+    /// Every `(suffix, value)` pair, item after item.
+    fields: Vec<(&'a str, &'a str)>,
+    /// Each item's code and the end of its pairs in `fields`.
+    items: Vec<(&'a str, usize)>,
+}
+
+impl<'a> DataItems<'a> {
+    /// Groups the `CP` pairs of `packet` into items.
+    #[must_use]
+    pub fn of(packet: &Packet<'a>) -> Self {
+        let mut out = Self::default();
+        for group in packet.cp().groups() {
+            let mut open = false;
+            for pair in group.pairs() {
+                let Some((code, suffix)) = pair.code_and_suffix() else { continue };
+                let value = pair.value().unwrap_or("");
+                match out.items.last_mut() {
+                    Some((current, end)) if open && *current == code => *end += 1,
+                    _ => out.items.push((code, out.fields.len() + 1)),
                 }
+                out.fields.push((suffix, value));
+                open = true;
             }
         }
-        items.extend(current);
+        out
     }
-    items
+
+    /// The number of items.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when the packet has no data items.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The items in order.
+    pub fn iter(&self) -> impl Iterator<Item = DataItemRef<'_>> {
+        let mut start = 0;
+        self.items.iter().map(move |&(code, end)| {
+            let item = DataItemRef { code, fields: &self.fields[start..end] };
+            start = end;
+            item
+        })
+    }
+}
+
+/// One item of [`DataItems`]: a [`DataItem`] that borrows its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataItemRef<'s> {
+    /// The pollutant, noise, facility (`SB1`) or process code.
+    pub code: &'s str,
+    /// `(suffix, value)` pairs, as in [`DataItem::fields`].
+    pub fields: &'s [(&'s str, &'s str)],
+}
+
+impl<'s> DataItemRef<'s> {
+    /// The value for `suffix` (`"Rtd"`, `"Avg"`, …).
+    #[must_use]
+    pub fn get(&self, suffix: &str) -> Option<&'s str> {
+        self.fields.iter().find(|(s, _)| *s == suffix).map(|(_, v)| *v)
+    }
+
+    /// The value for `suffix` as a number, when it is one (as [`DataItem::number`]).
+    #[must_use]
+    pub fn number(&self, suffix: &str) -> Option<f64> {
+        self.get(suffix).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite())
+    }
+
+    /// The owned item.
+    #[must_use]
+    pub fn to_owned(&self) -> DataItem {
+        DataItem {
+            code: self.code.to_string(),
+            fields: self.fields.iter().map(|(s, v)| ((*s).to_string(), (*v).to_string())).collect(),
+        }
+    }
 }
 
 fn info_items(packet: &Packet<'_>) -> Vec<InfoItem> {
@@ -745,6 +815,34 @@ mod tests {
         let Message::Data { items, .. } = data else { panic!() };
         assert_eq!(items[0].number("Rtd"), Some(2.2));
         assert_eq!(items[0].flag(), Some(DataFlag::Normal));
+    }
+
+    #[test]
+    fn items_group_by_code_within_a_group_and_never_across_groups() {
+        // C.28's layout: the same noise code in two groups stays two items; a pair without a
+        // code between two of the same code's pairs does not split them.
+        let seg = "ST=23;CN=2011;CP=&&DataTime=20160801085857;LA-Rtd=50.1,LA-Flag=N;\
+                   LA-Rtd=51.2,DataTime=20160801085858,LA-Flag=D,a01001-Rtd=oops;a01001-Flag=N&&";
+        let p = Packet::parse(seg.as_bytes()).unwrap();
+        let items = DataItems::of(&p);
+        let seen: Vec<(&str, Vec<(&str, &str)>)> = items.iter().map(|i| (i.code, i.fields.to_vec())).collect();
+        assert_eq!(
+            seen,
+            [
+                ("LA", vec![("Rtd", "50.1"), ("Flag", "N")]),
+                ("LA", vec![("Rtd", "51.2"), ("Flag", "D")]),
+                ("a01001", vec![("Rtd", "oops")]),
+                ("a01001", vec![("Flag", "N")]),
+            ]
+        );
+        let second = items.iter().nth(1).unwrap();
+        assert_eq!((second.get("Flag"), second.number("Rtd")), (Some("D"), Some(51.2)));
+        assert_eq!(items.iter().nth(2).unwrap().number("Rtd"), None, "text is not a number");
+        assert_eq!(items.len(), 4);
+        let owned = data_items(&p);
+        assert_eq!(owned.iter().map(|i| i.code.as_str()).collect::<Vec<_>>(), ["LA", "LA", "a01001", "a01001"]);
+        assert_eq!(owned[1].fields, [("Rtd".to_string(), "51.2".to_string()), ("Flag".to_string(), "D".to_string())]);
+        assert!(DataItems::of(&Packet::parse(b"ST=32;CN=2011;CP=&&&&").unwrap()).is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Frames with neither a QN nor a `DataTime` are never treated as duplicates: nothing tells two of
 //! them apart.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -94,13 +95,17 @@ impl Dedup {
                 }
             }
         }
-        if let Some((_, d)) = inner.map.get(&key) {
-            return Ok(Seen::Duplicate(d.clone()));
+        // One hash of the key per frame: looked up and, when new, inserted through the entry.
+        let inner = &mut *inner;
+        match inner.map.entry(key) {
+            Entry::Occupied(seen) => Ok(Seen::Duplicate(seen.get().1.clone())),
+            Entry::Vacant(slot) => {
+                let delivery = publish()?;
+                inner.order.push_back((now, slot.key().clone()));
+                slot.insert((now, delivery.clone()));
+                Ok(Seen::New(delivery))
+            }
         }
-        let delivery = publish()?;
-        inner.map.insert(key.clone(), (now, delivery.clone()));
-        inner.order.push_back((now, key));
-        Ok(Seen::New(delivery))
     }
 }
 

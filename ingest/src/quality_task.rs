@@ -63,10 +63,12 @@ const SET_COMMAND_MEMORY_MS: i64 = 3_600_000;
 /// One input for the engine, with the UTC time it happened.
 #[derive(Debug)]
 pub(crate) enum Input {
-    Message {
+    /// An authenticated frame: `text` is its MN followed by its data segment (one allocation
+    /// for both; the task parses the segment again, which costs less than decoding it here).
+    Frame {
         at_ms: i64,
-        mn: String,
-        message: Message,
+        mn_len: usize,
+        text: Box<str>,
     },
     Opened {
         at_ms: i64,
@@ -140,8 +142,11 @@ impl Feed {
             }
             return;
         }
-        let message = Message::from_packet(packet).unwrap_or(Message::Heartbeat);
-        self.push(Input::Message { at_ms, mn: mn.to_string(), message });
+        let segment = packet.as_str();
+        let mut text = String::with_capacity(mn.len() + segment.len());
+        text.push_str(mn);
+        text.push_str(segment);
+        self.push(Input::Frame { at_ms, mn_len: mn.len(), text: text.into_boxed_str() });
     }
 
     /// Connection `conn` carries frames of `mn` from now on.
@@ -438,9 +443,16 @@ impl Task {
 
     fn input(&mut self, input: Input) {
         let (at, actions) = match input {
-            Input::Message { at_ms, mn, message } => {
+            Input::Frame { at_ms, mn_len, text } => {
                 let at = civil(at_ms, self.offset);
-                (at, self.engine.feed_message(at, &mn, &message))
+                let (mn, segment) = text.split_at(mn_len);
+                // The connection parsed these bytes already; a failure here would be a bug,
+                // and the frame still counts as traffic.
+                let actions = match Packet::parse(segment.as_bytes()) {
+                    Ok(packet) => self.engine.feed_frame(at, mn, &packet),
+                    Err(_) => self.engine.feed_message(at, mn, &Message::Heartbeat),
+                };
+                (at, actions)
             }
             Input::Opened { at_ms, mn, conn } => {
                 let at = civil(at_ms, self.offset);

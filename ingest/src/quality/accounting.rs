@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::quality::{DAY, Ms, date_string};
+use crate::quality::{DAY, LookupKey, Ms, date_string, refill};
 
 /// One pollutant's share of a [`DailyRecord`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,6 +100,9 @@ struct Period {
 pub(crate) struct Ledger {
     #[serde(with = "crate::quality::persist::entries")]
     streams: BTreeMap<(String, u16), BTreeMap<Ms, Period>>,
+    /// The lookup key of `streams`, reused for every record.
+    #[serde(skip)]
+    key: LookupKey<(String, u16)>,
 }
 
 /// Snaps a time to the start of its period on a grid anchored at midnight.
@@ -137,7 +140,13 @@ impl Ledger {
     ) -> Ms {
         let start = snap(data_time, ctx.interval_ms);
         let late = received_at > start + ctx.interval_ms + ctx.grace;
-        let periods = self.streams.entry((ctx.mn.to_string(), ctx.cn)).or_default();
+        let key = &mut self.key.0;
+        refill(&mut key.0, ctx.mn);
+        key.1 = ctx.cn;
+        let periods = match self.streams.get_mut(&*key) {
+            Some(periods) => periods,
+            None => self.streams.entry(key.clone()).or_default(),
+        };
         match periods.get_mut(&start) {
             // A re-sent record replaces the items (a corrected value) but keeps "on time".
             Some(p) => p.items = items,
@@ -260,7 +269,7 @@ impl Ledger {
             })
             .filter(|(_, p)| !p.is_empty())
             .collect();
-        Self { streams }
+        Self { streams, key: LookupKey::default() }
     }
 
     /// Forgets periods that start before `before`.

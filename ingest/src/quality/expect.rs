@@ -4,7 +4,7 @@
 //! to 1061 `RtdInterval` and 1063 `MinInterval`), from the registry, from the spacing of the
 //! `DataTime`s it sent, and finally from the CN's default.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Data times kept per stream to infer its interval from.
 const RECENT: usize = 9;
@@ -67,7 +67,8 @@ struct Stream {
     listed: bool,
     learned: bool,
     recent: VecDeque<Ms>,
-    pollutants: BTreeSet<String>,
+    /// Sorted, without repeats (written as the set it was before).
+    pollutants: Vec<String>,
 }
 
 /// Expectations of one MN.
@@ -130,8 +131,8 @@ impl MnExpect {
         }
         // Once per record: nothing is allocated for pollutants already known.
         for code in codes {
-            if !st.pollutants.contains(*code) {
-                st.pollutants.insert((*code).to_string());
+            if let Err(at) = st.pollutants.binary_search_by(|p| p.as_str().cmp(code)) {
+                st.pollutants.insert(at, (*code).to_string());
             }
         }
         if st.recent.contains(&data_time) {
@@ -195,11 +196,11 @@ impl MnExpect {
     }
 
     /// The pollutants a record of `cn` should carry.
-    pub(crate) fn pollutants(&self, cn: u16) -> Vec<String> {
+    pub(crate) fn pollutants(&self, cn: u16) -> &[String] {
         if self.registry_pollutants.is_empty() {
-            self.streams.get(&cn).map(|s| s.pollutants.iter().cloned().collect()).unwrap_or_default()
+            self.streams.get(&cn).map_or(&[], |s| s.pollutants.as_slice())
         } else {
-            self.registry_pollutants.clone()
+            &self.registry_pollutants
         }
     }
 
@@ -218,7 +219,7 @@ impl MnExpect {
             .into_iter()
             .filter_map(|cn| {
                 let (interval_s, source) = self.interval(cn)?;
-                Some(Expectation { cn, interval_s, source, pollutants: self.pollutants(cn) })
+                Some(Expectation { cn, interval_s, source, pollutants: self.pollutants(cn).to_vec() })
             })
             .collect()
     }

@@ -54,6 +54,24 @@ pub use persist::EngineState;
 pub use recovery::{RecoveryOutcome, RecoveryRecord};
 
 /// Milliseconds on the engine's civil time scale (see the module docs).
+/// A map key kept for lookups, so that a map keyed by owned strings is searched for every
+/// value without allocating: the caller refills it ([`refill`]) and looks up with it. Not
+/// state: every `LookupKey` equals every other, and none is saved.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LookupKey<K>(pub(crate) K);
+
+impl<K> PartialEq for LookupKey<K> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Replaces the text of `s` with `with`, keeping its allocation.
+pub(crate) fn refill(s: &mut String, with: &str) {
+    s.clear();
+    s.push_str(with);
+}
+
 pub(crate) type Ms = i64;
 /// One minute in milliseconds.
 pub(crate) const MINUTE: Ms = 60_000;

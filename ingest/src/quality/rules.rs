@@ -10,21 +10,61 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use hj212_codec::message::{DataItem, InfoItem};
+use hj212_codec::message::{DataItem, DataItemRef, InfoItem};
 use hj212_codec::time::DateTime;
 use serde::{Deserialize, Serialize};
 
 use crate::quality::config::QualityConfig;
 use crate::quality::persist::entries;
-use crate::quality::{Alert, DAY, Evidence, HOUR, Ms, Rule, Severity, dt, minutes};
+use crate::quality::{Alert, DAY, Evidence, HOUR, LookupKey, Ms, Rule, Severity, dt, minutes, refill};
+
+/// What the rules read of a data item: a [`DataItemRef`] borrowed from the frame on the daemon's
+/// path, a decoded [`DataItem`] elsewhere. Both parse numbers the same way.
+pub(crate) trait Item {
+    /// The pollutant, facility or process code.
+    fn code(&self) -> &str;
+    /// The value for `suffix`.
+    fn get(&self, suffix: &str) -> Option<&str>;
+    /// The value for `suffix` as a finite number.
+    fn number(&self, suffix: &str) -> Option<f64> {
+        self.get(suffix).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite())
+    }
+}
+
+impl Item for DataItem {
+    fn code(&self) -> &str {
+        &self.code
+    }
+    fn get(&self, suffix: &str) -> Option<&str> {
+        Self::get(self, suffix)
+    }
+}
+
+impl<T: Item> Item for &T {
+    fn code(&self) -> &str {
+        (**self).code()
+    }
+    fn get(&self, suffix: &str) -> Option<&str> {
+        (**self).get(suffix)
+    }
+}
+
+impl Item for DataItemRef<'_> {
+    fn code(&self) -> &str {
+        self.code
+    }
+    fn get(&self, suffix: &str) -> Option<&str> {
+        Self::get(self, suffix)
+    }
+}
 
 /// The value of an item for a CN: `Rtd` for real-time data, `Avg` otherwise.
-fn value(item: &DataItem, cn: u16) -> Option<f64> {
+fn value(item: &impl Item, cn: u16) -> Option<f64> {
     if cn == 2011 { item.number("Rtd") } else { item.number("Avg").or_else(|| item.number("Rtd")) }
 }
 
 /// The flag of an item, `N` when it has none.
-fn flag(item: &DataItem) -> &str {
+fn flag(item: &impl Item) -> &str {
     item.get("Flag").unwrap_or("N")
 }
 
@@ -121,6 +161,9 @@ pub(crate) struct Rules {
     /// (MN, code) → the first real-time value flagged `B` in the current run.
     #[serde(with = "entries")]
     comm_lost: BTreeMap<(String, String), Ms>,
+    /// The lookup key of `flat`, reused.
+    #[serde(skip)]
+    flat_key: LookupKey<(String, u16, String)>,
 }
 
 /// Builds an alert.
@@ -152,14 +195,14 @@ impl Rules {
 
     /// A data message. `period_ms` is the stream's interval (0 when unknown).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_data(
+    pub(crate) fn on_data<I: Item>(
         &mut self,
         cfg: &QualityConfig,
         mn: &str,
         cn: u16,
         data_time: Ms,
         period_ms: Ms,
-        items: &[DataItem],
+        items: &[I],
         now: Ms,
         out: &mut Vec<Alert>,
     ) {
@@ -177,20 +220,20 @@ impl Rules {
         }
         let period = if cn == 2011 { 0 } else { period_ms };
         for item in items {
-            if item.code == "i33200"
+            if item.code() == "i33200"
                 && let Some(v) = value(item, cn)
             {
                 self.current(cfg, mn, data_time, v);
             }
-            if !is_pollutant(&item.code) {
+            if !is_pollutant(item.code()) {
                 continue;
             }
             if cn == 2011 {
-                self.analyzer_comm(cfg, mn, &item.code, data_time, flag(item) == "B", out);
+                self.analyzer_comm(cfg, mn, item.code(), data_time, flag(item) == "B", out);
             }
             if flag(item) == "C" {
                 self.dc.entry(mn.to_string()).or_default().evidence.push((
-                    item.code.clone(),
+                    item.code().to_string(),
                     data_time,
                     CalibrationEvidence::FlagC,
                 ));
@@ -198,27 +241,30 @@ impl Rules {
             let Some(v) = value(item, cn).filter(|v| !cfg.is_sentinel(*v)) else { continue };
             let normal = flag(item) == "N";
             if cfg.flat_line.enabled && cfg.flat_line.cns.contains(&cn) && normal {
-                self.flat_line(cfg, mn, cn, &item.code, data_time, data_time + period, v, out);
+                self.flat_line(cfg, mn, cn, item.code(), data_time, data_time + period, v, out);
             }
             if cfg.near_limit.enabled && cn == 2061 && normal {
                 let v = item.number("ZsAvg").filter(|v| !cfg.is_sentinel(*v)).unwrap_or(v);
-                self.near_limit(cfg, mn, &item.code, data_time, v, out);
+                self.near_limit(cfg, mn, item.code(), data_time, v, out);
             }
             if cfg.dynamic_control.enabled && normal {
-                self.normal_under_bad_status(cfg, mn, &item.code, data_time, period, out);
+                self.normal_under_bad_status(cfg, mn, item.code(), data_time, period, out);
             }
         }
         if cfg.consistency.enabled {
             self.consistency(cfg, mn, cn, data_time, items, out);
         }
         if cfg.facility.enabled && cn != 2031 {
-            if let Some(f) = items.iter().find(|i| is_flow(&i.code))
+            if let Some(f) = items.iter().find(|i| is_flow(i.code()))
                 && let Some(q) = value(f, cn)
             {
                 let conc_ok =
-                    items.iter().filter(|i| is_pollutant(&i.code) && !is_flow(&i.code)).all(|i| flag(i) == "N");
-                self.facility.entry(mn.to_string()).or_default().flow =
-                    Some((data_time + period, q, flag(f) == "N", conc_ok));
+                    items.iter().filter(|i| is_pollutant(i.code()) && !is_flow(i.code())).all(|i| flag(i) == "N");
+                let flow = Some((data_time + period, q, flag(f) == "N", conc_ok));
+                match self.facility.get_mut(mn) {
+                    Some(fac) => fac.flow = flow,
+                    None => self.facility.entry(mn.to_string()).or_default().flow = flow,
+                }
             }
             self.facility_check(cfg, mn, now, out);
         }
@@ -416,16 +462,24 @@ impl Rules {
         out: &mut Vec<Alert>,
     ) {
         let fl = &cfg.flat_line;
+        // Called for every value: the key is refilled, not allocated.
+        let key = &mut self.flat_key.0;
+        refill(&mut key.0, mn);
+        key.1 = cn;
+        refill(&mut key.2, code);
+        let key = &*key;
         if fl.ignore_zero && v == 0.0 {
-            self.flat.remove(&(mn.to_string(), cn, code.to_string()));
+            self.flat.remove(key);
             return;
         }
         let spec = cfg.pollutant(mn, code);
         let abs_band = spec.and_then(|s| s.flat_band).unwrap_or(fl.absolute_band);
         let min_hours = spec.and_then(|s| s.flat_min_hours).unwrap_or(fl.min_hours);
-        let key = (mn.to_string(), cn, code.to_string());
         let fresh = Run { start: t, last: t, last_end: end.max(t), min: v, max: v, n: 1, alerted: false };
-        let run = self.flat.entry(key).or_insert_with(|| fresh.clone());
+        let Some(run) = self.flat.get_mut(key) else {
+            self.flat.insert(key.clone(), fresh);
+            return;
+        };
         if t <= run.last {
             return;
         }
@@ -549,7 +603,7 @@ impl Rules {
         ));
     }
 
-    fn standard_check_2062(&mut self, cfg: &QualityConfig, mn: &str, t: Ms, items: &[DataItem], out: &mut Vec<Alert>) {
+    fn standard_check_2062<I: Item>(&mut self, cfg: &QualityConfig, mn: &str, t: Ms, items: &[I], out: &mut Vec<Alert>) {
         if !cfg.dynamic_control.enabled {
             return;
         }
@@ -570,7 +624,7 @@ impl Rules {
                 ev.push(Evidence::value("StandardValue", r));
             }
             ev.push(Evidence::value("relative error %", err));
-            self.standard_check(cfg, mn, &item.code, t, err, failed, ev, out);
+            self.standard_check(cfg, mn, item.code(), t, err, failed, ev, out);
         }
     }
 
@@ -647,12 +701,12 @@ impl Rules {
         ));
     }
 
-    fn consistency(&mut self, cfg: &QualityConfig, mn: &str, cn: u16, t: Ms, items: &[DataItem], out: &mut Vec<Alert>) {
+    fn consistency<I: Item>(&mut self, cfg: &QualityConfig, mn: &str, cn: u16, t: Ms, items: &[I], out: &mut Vec<Alert>) {
         let c = &cfg.consistency;
         let get = |code: &str| {
             items
                 .iter()
-                .find(|i| i.code == code)
+                .find(|i| i.code() == code)
                 .filter(|i| flag(i) == "N")
                 .and_then(|i| value(i, cn))
                 .filter(|v| !cfg.is_sentinel(*v))
@@ -694,27 +748,27 @@ impl Rules {
             }
         }
         // Flow zero while loads are positive.
-        if let Some(f) = items.iter().find(|i| is_flow(&i.code)).filter(|i| flag(i) == "N") {
+        if let Some(f) = items.iter().find(|i| is_flow(i.code())).filter(|i| flag(i) == "N") {
             let flow = f.number("Cou").or_else(|| value(f, cn));
             if let Some(flow) = flow {
                 let loads: Vec<(&str, f64)> = items
                     .iter()
-                    .filter(|i| is_pollutant(&i.code) && !is_flow(&i.code))
-                    .filter_map(|i| i.number("Cou").filter(|v| !cfg.is_sentinel(*v)).map(|v| (i.code.as_str(), v)))
+                    .filter(|i| is_pollutant(i.code()) && !is_flow(i.code()))
+                    .filter_map(|i| i.number("Cou").filter(|v| !cfg.is_sentinel(*v)).map(|v| (i.code(), v)))
                     .filter(|(_, v)| *v > c.load_positive)
                     .collect();
                 if flow <= c.flow_zero && !loads.is_empty() {
                     if self.latch(mn, Rule::LoadWithoutFlow, "") {
-                        let mut ev = vec![Evidence::at(format!("{}-Cou", f.code), dt(t), flow)];
+                        let mut ev = vec![Evidence::at(format!("{}-Cou", f.code()), dt(t), flow)];
                         ev.extend(loads.iter().map(|(code, v)| Evidence::at(format!("{code}-Cou"), dt(t), *v)));
                         out.push(alert(
                             mn,
                             Rule::LoadWithoutFlow,
                             Severity::Warning,
                             t,
-                            Some(&f.code),
+                            Some(f.code()),
                             ev,
-                            format!("flow {} is {flow} while {} load(s) are positive (CN {cn})", f.code, loads.len()),
+                            format!("flow {} is {flow} while {} load(s) are positive (CN {cn})", f.code(), loads.len()),
                         ));
                     }
                 } else if flow > c.flow_zero || items.iter().any(|i| i.get("Cou").is_some()) {
@@ -724,11 +778,11 @@ impl Rules {
         }
     }
 
-    fn facility_states(&mut self, mn: &str, t: Ms, items: &[DataItem]) {
+    fn facility_states<I: Item>(&mut self, mn: &str, t: Ms, items: &[I]) {
         let fac = self.facility.entry(mn.to_string()).or_default();
-        for item in items.iter().filter(|i| i.code.starts_with("SB")) {
+        for item in items.iter().filter(|i| i.code().starts_with("SB")) {
             let Some(rs) = item.get("RS").and_then(|v| v.trim().parse::<u8>().ok()) else { continue };
-            let e = fac.sb.entry(item.code.clone()).or_insert((rs, t, t));
+            let e = fac.sb.entry(item.code().to_string()).or_insert((rs, t, t));
             if e.0 != rs {
                 *e = (rs, t, t);
             } else if t > e.2 {
