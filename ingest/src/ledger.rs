@@ -108,6 +108,8 @@ pub struct Settings {
     /// The MQTT in-flight window of each connection: publishes awaiting their PUBACK on the wire
     /// at once.
     pub inflight: u16,
+    /// TCP_NODELAY on the broker connections (`mqtt.tcp_nodelay`).
+    pub tcp_nodelay: bool,
     /// Retained status topic; "online" is published on every connect, "offline" is the will.
     pub status_topic: String,
     /// Topic filters subscribed to (at QoS 1) after every connect; what arrives on them is
@@ -128,6 +130,7 @@ impl std::fmt::Debug for Settings {
             .field("keep_alive", &self.keep_alive)
             .field("max_unacked", &self.max_unacked)
             .field("inflight", &self.inflight)
+            .field("tcp_nodelay", &self.tcp_nodelay)
             .field("status_topic", &self.status_topic)
             .field("subscribe", &self.subscribe)
             .finish()
@@ -307,9 +310,8 @@ impl Lane {
         let max_unacked = settings.max_unacked.div_ceil(n).max(1);
         // Room for every message the lane may hold, so `try_publish` never finds the channel full.
         let (client, mut eventloop) = AsyncClient::new(options, max_unacked + 64);
-        // Small publishes and their PUBACKs must not wait for Nagle's algorithm.
         let mut network = NetworkOptions::new();
-        network.set_tcp_nodelay(true);
+        network.set_tcp_nodelay(settings.tcp_nodelay);
         eventloop.set_network_options(network);
         let lane = Self {
             state: Arc::default(),

@@ -212,6 +212,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         connections: config.mqtt.connections,
         max_unacked: config.mqtt.max_unacked,
         inflight: config.mqtt.inflight,
+        tcp_nodelay: config.mqtt.tcp_nodelay,
         status_topic: format!("{}/status/{}", config.mqtt.prefix, config.instance),
         subscribe: if config.commands.enabled { vec![format!("{}/cmd/+", config.mqtt.prefix)] } else { Vec::new() },
     };
