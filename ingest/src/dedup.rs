@@ -89,10 +89,11 @@ impl Dedup {
             if now.duration_since(*t) < self.window && inner.order.len() < self.max_entries {
                 break;
             }
-            if let Some((t, k)) = inner.order.pop_front() {
-                if inner.map.get(&k).is_some_and(|(seen, _)| *seen == t) {
-                    inner.map.remove(&k);
-                }
+            if let Some((t, k)) = inner.order.pop_front()
+                && let Entry::Occupied(e) = inner.map.entry(k)
+                && e.get().0 == t
+            {
+                e.remove();
             }
         }
         // One hash of the key per frame: looked up and, when new, inserted through the entry.
