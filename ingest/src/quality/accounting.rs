@@ -91,7 +91,63 @@ pub(crate) struct StreamCtx<'a> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Period {
     late: bool,
-    items: Vec<(String, String)>,
+    items: Flags,
+}
+
+/// The `(code, flag)` pairs of one received record in one allocation: the ledger holds days of
+/// them for every site. Written and read as the list of pairs it stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Flags(Box<[u8]>);
+
+impl Flags {
+    /// Packs the pairs: each text as a 2-byte length and its bytes (a longer text is cut at a
+    /// character boundary; no code or flag comes near it).
+    pub(crate) fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut bytes = Vec::new();
+        let mut put = |text: &str| {
+            let mut end = text.len().min(usize::from(u16::MAX));
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            bytes.extend_from_slice(&u16::try_from(end).unwrap_or(0).to_le_bytes());
+            bytes.extend_from_slice(&text.as_bytes()[..end]);
+        };
+        for (code, flag) in pairs {
+            put(code);
+            put(flag);
+        }
+        Self(bytes.into_boxed_slice())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The pairs, in the order given.
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut rest: &[u8] = &self.0;
+        let mut next = move || {
+            let (len, tail) = rest.split_first_chunk::<2>()?;
+            let len = usize::from(u16::from_le_bytes(*len)).min(tail.len());
+            let (text, tail) = tail.split_at(len);
+            rest = tail;
+            Some(std::str::from_utf8(text).unwrap_or(""))
+        };
+        std::iter::from_fn(move || Some((next()?, next()?)))
+    }
+}
+
+impl Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Flags {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(String, String)>::deserialize(d)?;
+        Ok(Self::new(pairs.iter().map(|(c, f)| (c.as_str(), f.as_str()))))
+    }
 }
 
 /// Received periods per MN and stream.
@@ -131,13 +187,7 @@ impl StreamCtx<'_> {
 
 impl Ledger {
     /// Records a received record; returns its period start.
-    pub(crate) fn record(
-        &mut self,
-        ctx: &StreamCtx<'_>,
-        data_time: Ms,
-        received_at: Ms,
-        items: Vec<(String, String)>,
-    ) -> Ms {
+    pub(crate) fn record(&mut self, ctx: &StreamCtx<'_>, data_time: Ms, received_at: Ms, items: Flags) -> Ms {
         let start = snap(data_time, ctx.interval_ms);
         let late = received_at > start + ctx.interval_ms + ctx.grace;
         let key = &mut self.key.0;
@@ -211,12 +261,12 @@ impl Ledger {
                     received += 1;
                     late += u32::from(p.late);
                     valid += u32::from(ctx.valid(p));
-                    for (code, flag) in &p.items {
-                        if ctx.pollutants.is_empty() || per.contains_key(code.as_str()) {
-                            let e = per.entry(code.as_str()).or_default();
+                    for (code, flag) in p.items.iter() {
+                        if ctx.pollutants.is_empty() || per.contains_key(code) {
+                            let e = per.entry(code).or_default();
                             e.0 += 1;
                             e.1 += u32::from(valid_flag(flag));
-                            *e.2.entry(flag.clone()).or_default() += 1;
+                            *e.2.entry(flag.to_string()).or_default() += 1;
                         }
                     }
                 }
@@ -272,6 +322,12 @@ impl Ledger {
         Self { streams, key: LookupKey::default() }
     }
 
+    /// The received periods held, per (MN, CN).
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> BTreeMap<(String, u16), (usize, Ms)> {
+        self.streams.iter().map(|(k, p)| (k.clone(), (p.len(), p.keys().next().copied().unwrap_or_default()))).collect()
+    }
+
     /// Forgets periods that start before `before`.
     pub(crate) fn prune(&mut self, before: Ms) {
         for periods in self.streams.values_mut() {
@@ -286,8 +342,23 @@ mod tests {
     use super::*;
     use crate::quality::HOUR;
 
-    fn items(flag: &str) -> Vec<(String, String)> {
-        vec![("w01018".into(), flag.into()), ("w00000".into(), "N".into())]
+    fn items(flag: &str) -> Flags {
+        Flags::new([("w01018", flag), ("w00000", "N")])
+    }
+
+    #[test]
+    fn flags_keep_their_pairs_and_are_written_as_the_list() {
+        let f = Flags::new([("w01018", "N"), ("", ""), ("a34013", "长"), ("x", "MM")]);
+        assert_eq!(f.iter().collect::<Vec<_>>(), [("w01018", "N"), ("", ""), ("a34013", "长"), ("x", "MM")]);
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(json, r#"[["w01018","N"],["",""],["a34013","长"],["x","MM"]]"#);
+        assert_eq!(serde_json::from_str::<Flags>(&json).unwrap(), f);
+        assert!(Flags::new([]).is_empty() && Flags::new([]).iter().next().is_none());
+        // A text longer than the 2-byte length is cut at a character boundary, never split.
+        let long = "长".repeat(30_000);
+        let f = Flags::new([(long.as_str(), "N")]);
+        let (code, flag) = f.iter().next().unwrap();
+        assert!(code.len() <= usize::from(u16::MAX) && long.starts_with(code) && flag == "N");
     }
 
     #[test]

@@ -15,13 +15,13 @@
 //!
 //! Any rule can be replaced per pollutant in [`ComparisonConfig::rules`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use hj212_codec::time::DateTime;
 use serde::{Deserialize, Serialize};
 
-use crate::quality::stamp;
+use crate::quality::{LookupKey, refill, stamp};
 
 /// One tier of an acceptance rule, chosen by the laboratory (reference) value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +202,73 @@ pub struct OnlineValue {
     pub value: f64,
     /// Its flag.
     pub flag: String,
+}
+
+/// The online values the engine keeps, compact: per (MN, pollutant), oldest first, with only
+/// the time, CN, value and flag of each (the MN and code are not repeated per value).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OnlineStore {
+    series: BTreeMap<(String, String), VecDeque<Kept>>,
+    key: LookupKey<(String, String)>,
+    /// The last pruning horizon: a value older than it that came late and still sits behind a
+    /// newer one is not given out.
+    horizon: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Kept {
+    time: DateTime,
+    cn: u16,
+    value: f64,
+    flag: Box<str>,
+}
+
+impl OnlineStore {
+    /// Keeps one value.
+    pub(crate) fn push(&mut self, mn: &str, pollutant: &str, cn: u16, time: DateTime, value: f64, flag: &str) {
+        let key = &mut self.key.0;
+        refill(&mut key.0, mn);
+        refill(&mut key.1, pollutant);
+        let kept = Kept { time, cn, value, flag: flag.into() };
+        match self.series.get_mut(&*key) {
+            Some(series) => series.push_back(kept),
+            None => {
+                self.series.insert(key.clone(), VecDeque::from([kept]));
+            }
+        }
+    }
+
+    /// Forgets values older than `horizon` (the engine's civil milliseconds).
+    pub(crate) fn prune(&mut self, horizon: i64) {
+        self.horizon = horizon;
+        for series in self.series.values_mut() {
+            // Values arrive nearly in order; a late one older than the horizon goes with the
+            // next that follows it out.
+            while series.front().is_some_and(|k| k.time.to_millis() < horizon) {
+                series.pop_front();
+            }
+        }
+        self.series.retain(|_, s| !s.is_empty());
+    }
+
+    /// The values of the series `keep` selects, as [`OnlineValue`]s.
+    pub(crate) fn values(&self, mut keep: impl FnMut(&str, &str) -> bool) -> Vec<OnlineValue> {
+        let horizon = self.horizon;
+        self.series
+            .iter()
+            .filter(|((mn, pollutant), _)| keep(mn, pollutant))
+            .flat_map(|((mn, pollutant), series)| {
+                series.iter().filter(move |k| k.time.to_millis() >= horizon).map(move |k| OnlineValue {
+                    mn: mn.clone(),
+                    pollutant: pollutant.clone(),
+                    cn: k.cn,
+                    time: k.time,
+                    value: k.value,
+                    flag: k.flag.to_string(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// A CSV line that could not be read.

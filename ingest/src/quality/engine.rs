@@ -18,8 +18,8 @@ use hj212_codec::codes::{ExeRtn, QnRtn};
 use hj212_codec::message::{DataItemRef, DataItems, Message};
 use hj212_codec::time::DateTime;
 
-use crate::quality::accounting::{DailyRecord, Ledger, StreamCtx};
-use crate::quality::comparison::{ComparisonReport, LabSample, OnlineValue, compare};
+use crate::quality::accounting::{DailyRecord, Flags, Ledger, StreamCtx};
+use crate::quality::comparison::{ComparisonReport, LabSample, OnlineStore, OnlineValue, compare};
 use crate::quality::config::QualityConfig;
 use crate::quality::expect::{Expectation, MnExpect};
 use crate::quality::link::{Failures, LinkStatus, MnLink};
@@ -62,7 +62,7 @@ pub struct Engine {
     planner: Planner,
     rules: Rules,
     failures: Failures,
-    online: VecDeque<OnlineValue>,
+    online: OnlineStore,
     emitted_through: BTreeMap<(String, u16), i64>,
     recovery_log: VecDeque<RecoveryRecord>,
     /// Interval commands sent per MN, oldest first, until their result (not saved).
@@ -81,7 +81,7 @@ impl Engine {
             planner: Planner::default(),
             rules: Rules::default(),
             failures: Failures::default(),
-            online: VecDeque::new(),
+            online: OnlineStore::default(),
             emitted_through: BTreeMap::new(),
             recovery_log: VecDeque::new(),
             pending_sets: BTreeMap::new(),
@@ -93,11 +93,7 @@ impl Engine {
     /// [`crate::quality::persist`].
     #[must_use]
     pub fn save(&self, now: DateTime) -> EngineState {
-        let n = now.to_millis();
-        let rc = &self.cfg.recovery;
-        let lookback = minutes(rc.hourly_lookback_hours.max(rc.minute_lookback_hours) * 60.0);
-        let settle_days = (self.cfg.accounting.settle_hours.max(0.0) / 24.0).ceil() as i64;
-        let from = ((n.div_euclid(DAY) - LEDGER_DAYS - settle_days) * DAY).min(n - lookback);
+        let from = self.ledger_horizon(now.to_millis());
         let mns = self
             .mns
             .iter()
@@ -121,6 +117,17 @@ impl Engine {
             self.failures.clone(),
             self.emitted_through.clone(),
         )
+    }
+
+    /// The oldest period start the ledger keeps: today and the [`LEDGER_DAYS`] days before,
+    /// the days a record may still take to settle, and at least the recovery lookback. Older
+    /// days live on as the daily records already emitted. The same horizon bounds what is saved,
+    /// so a running engine holds no more than a restarted one.
+    fn ledger_horizon(&self, now: Ms) -> Ms {
+        let rc = &self.cfg.recovery;
+        let lookback = minutes(rc.hourly_lookback_hours.max(rc.minute_lookback_hours) * 60.0);
+        let settle_days = (self.cfg.accounting.settle_hours.max(0.0) / 24.0).ceil() as i64;
+        ((now.div_euclid(DAY) - LEDGER_DAYS - settle_days) * DAY).min(now - lookback)
     }
 
     /// An engine with this configuration and the state a previous run saved. The configuration
@@ -296,18 +303,17 @@ impl Engine {
         alerts: &mut Vec<Alert>,
     ) {
         let t = data_time.to_millis();
-        let codes: Vec<&str> = items
-            .iter()
-            .map(|i| i.code())
-            .filter(|c| !c.starts_with("SB") && !c.starts_with('i'))
-            .collect();
+        let codes: Vec<&str> =
+            items.iter().map(|i| i.code()).filter(|c| !c.starts_with("SB") && !c.starts_with('i')).collect();
         let cfg = &self.cfg;
         let Some(st) = self.mns.get_mut(mn) else { return };
         if ACCOUNTED.contains(&cn) {
             st.expect.observe(cn, t, &codes, cfg);
         }
         let period = st.expect.interval(cn).map_or(0, |(i, _)| Ms::from(i) * 1000);
-        if ACCOUNTED.contains(&cn) && period > 0 {
+        // Only streams that are accounted are recorded: a site's real-time data (2011, every
+        // 30 s) is not, unless its registry entry lists it.
+        if ACCOUNTED.contains(&cn) && period > 0 && st.expect.expected(cn) {
             let pollutants = st.expect.pollutants(cn);
             let ctx = StreamCtx {
                 mn,
@@ -319,25 +325,16 @@ impl Engine {
                 valid_flags: &cfg.accounting.valid_flags,
                 grace: minutes(cfg.accounting.grace_minutes),
             };
-            let flags = items
-                .iter()
-                .filter(|i| codes.contains(&i.code()))
-                .map(|i| (i.code().to_string(), i.get("Flag").unwrap_or("N").to_string()))
-                .collect();
+            let flags = Flags::new(
+                items.iter().filter(|i| codes.contains(&i.code())).map(|i| (i.code(), i.get("Flag").unwrap_or("N"))),
+            );
             self.ledger.record(&ctx, t, now, flags);
         }
         if cfg.comparison.online_cns.contains(&cn) {
             for i in items.iter().filter(|i| codes.contains(&i.code())) {
                 let v = if cn == 2011 { i.number("Rtd") } else { i.number("Avg") };
                 if let Some(value) = v.filter(|v| !cfg.is_sentinel(*v)) {
-                    self.online.push_back(OnlineValue {
-                        mn: mn.to_string(),
-                        pollutant: i.code().to_string(),
-                        cn,
-                        time: data_time,
-                        value,
-                        flag: i.get("Flag").unwrap_or("N").to_string(),
-                    });
+                    self.online.push(mn, i.code(), cn, data_time, value, i.get("Flag").unwrap_or("N"));
                 }
             }
         }
@@ -496,10 +493,10 @@ impl Engine {
         self.emit_daily(now, &mut out);
         // Pruning.
         let keep = Ms::from(self.cfg.accounting.keep_days.max(1)) * DAY;
-        self.ledger.prune((now - keep).div_euclid(DAY) * DAY);
+        self.ledger.prune(self.ledger_horizon(now));
         self.planner.prune(now - keep);
         let horizon = now - minutes(self.cfg.comparison.keep_online_hours * 60.0);
-        self.online.retain(|o| o.time.to_millis() >= horizon);
+        self.online.prune(horizon);
         let window = minutes(self.cfg.recovery.reply_timeout_minutes);
         self.pending_sets.retain(|_, q| {
             q.retain(|p| now - p.at <= window);
@@ -645,18 +642,13 @@ impl Engine {
     /// The online values kept for comparisons (CNs `comparison.online_cns`, `keep_online_hours`).
     #[must_use]
     pub fn online_values(&self) -> Vec<OnlineValue> {
-        self.online.iter().cloned().collect()
+        self.online.values(|_, _| true)
     }
 
     /// Compares laboratory samples with the online values the engine kept.
     #[must_use]
     pub fn compare_lab(&self, lab: &[LabSample]) -> ComparisonReport {
-        let online: Vec<OnlineValue> = self
-            .online
-            .iter()
-            .filter(|o| lab.iter().any(|l| l.mn == o.mn && l.pollutant == o.pollutant))
-            .cloned()
-            .collect();
+        let online = self.online.values(|mn, pollutant| lab.iter().any(|l| l.mn == mn && l.pollutant == pollutant));
         compare(lab, &online, &self.cfg.comparison)
     }
 }
@@ -754,7 +746,8 @@ mod tests {
     /// flag (C); hourly values with loads and no flow; an unpowered facility (2021); a history
     /// request, a time that is not one, a reply and site information among them.
     fn busy_site(mn: &str) -> Vec<(Ms, String)> {
-        let seg = |cn: u16, cp: String| format!("QN=20260101000000000;ST=32;CN={cn};PW=123456;MN={mn};Flag=5;CP=&&{cp}&&");
+        let seg =
+            |cn: u16, cp: String| format!("QN=20260101000000000;ST=32;CN={cn};PW=123456;MN={mn};Flag=5;CP=&&{cp}&&");
         let mut frames = Vec::new();
         for i in 0..480 {
             let t = T0 + i * 30_000;
@@ -823,8 +816,40 @@ mod tests {
         }
         assert_eq!(from_read, from_decoded);
         assert_eq!(read.save(end), decoded.save(end));
-        assert_eq!(read.daily_records(end, None, dt(T0 - DAY), end), decoded.daily_records(end, None, dt(T0 - DAY), end));
+        assert_eq!(
+            read.daily_records(end, None, dt(T0 - DAY), end),
+            decoded.daily_records(end, None, dt(T0 - DAY), end)
+        );
         assert_eq!(read.online_values(), decoded.online_values());
+    }
+
+    #[test]
+    fn the_ledger_holds_accounted_streams_for_a_few_days_only() {
+        // A week of a site's real-time data every 30 s and hourly data: the real-time stream is
+        // not accounted (the registry does not list it) and must not pile up, and the hourly
+        // periods are kept for the last few days only, as many as a restarted engine would have.
+        let mut e = engine(&["A"]);
+        let days = 7;
+        for i in 0..days * 2880 {
+            let t = T0 + i * 30_000;
+            let rtd = format!("QN=1;ST=32;CN=2011;PW=1;MN=A;Flag=5;CP=&&DataTime={};w01018-Rtd={}&&", dt(t), i % 7);
+            e.feed_packet(dt(t + 1_000), &Packet::parse(rtd.as_bytes()).unwrap());
+            if i % 120 == 119 {
+                e.feed_message(dt(t + 2_000), "A", &hourly(t + 30_000 - HOUR, 20.0 + (i % 11) as f64));
+                e.tick(dt(t + 3_000));
+            }
+        }
+        let now = T0 + days * DAY;
+        e.tick(dt(now));
+        let held = e.ledger.held();
+        assert_eq!(held.keys().cloned().collect::<Vec<_>>(), [("A".to_string(), 2061)], "2011 is not accounted");
+        let (hourly_periods, oldest) = held[&("A".to_string(), 2061)];
+        let horizon = e.ledger_horizon(now);
+        assert!(oldest >= horizon - DAY && horizon > T0, "oldest {oldest} horizon {horizon}");
+        let kept_days = (LEDGER_DAYS + 2) as usize;
+        assert!(hourly_periods <= kept_days * 24, "{hourly_periods} hourly periods held");
+        // What the engine holds is what it saves.
+        assert_eq!(e.save(dt(now)).ledger.held(), held);
     }
 
     #[test]

@@ -603,7 +603,14 @@ impl Rules {
         ));
     }
 
-    fn standard_check_2062<I: Item>(&mut self, cfg: &QualityConfig, mn: &str, t: Ms, items: &[I], out: &mut Vec<Alert>) {
+    fn standard_check_2062<I: Item>(
+        &mut self,
+        cfg: &QualityConfig,
+        mn: &str,
+        t: Ms,
+        items: &[I],
+        out: &mut Vec<Alert>,
+    ) {
         if !cfg.dynamic_control.enabled {
             return;
         }
@@ -701,7 +708,15 @@ impl Rules {
         ));
     }
 
-    fn consistency<I: Item>(&mut self, cfg: &QualityConfig, mn: &str, cn: u16, t: Ms, items: &[I], out: &mut Vec<Alert>) {
+    fn consistency<I: Item>(
+        &mut self,
+        cfg: &QualityConfig,
+        mn: &str,
+        cn: u16,
+        t: Ms,
+        items: &[I],
+        out: &mut Vec<Alert>,
+    ) {
         let c = &cfg.consistency;
         let get = |code: &str| {
             items
