@@ -15,7 +15,7 @@
 //!
 //! Any rule can be replaced per pollutant in [`ComparisonConfig::rules`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use hj212_codec::time::DateTime;
@@ -213,29 +213,51 @@ pub(crate) struct OnlineStore {
     /// The last pruning horizon: a value older than it that came late and still sits behind a
     /// newer one is not given out.
     horizon: i64,
+    /// The flags seen, each once (`Kept::flag` is an index into it).
+    flags: Vec<Box<str>>,
+    flag_index: HashMap<Box<str>, u16>,
 }
+
+/// Distinct flags remembered; a site inventing more is kept as [`FLAG_OVERFLOW`].
+const MAX_FLAGS: usize = 4096;
+const FLAG_OVERFLOW: &str = "?";
 
 #[derive(Debug, Clone)]
 struct Kept {
     time: DateTime,
     cn: u16,
+    flag: u16,
     value: f64,
-    flag: Box<str>,
 }
 
 impl OnlineStore {
     /// Keeps one value.
     pub(crate) fn push(&mut self, mn: &str, pollutant: &str, cn: u16, time: DateTime, value: f64, flag: &str) {
+        let flag = self.flag_index(flag);
+        let kept = Kept { time, cn, flag, value };
         let key = &mut self.key.0;
         refill(&mut key.0, mn);
         refill(&mut key.1, pollutant);
-        let kept = Kept { time, cn, value, flag: flag.into() };
         match self.series.get_mut(&*key) {
             Some(series) => series.push_back(kept),
             None => {
                 self.series.insert(key.clone(), VecDeque::from([kept]));
             }
         }
+    }
+
+    fn flag_index(&mut self, flag: &str) -> u16 {
+        if let Some(&i) = self.flag_index.get(flag) {
+            return i;
+        }
+        let flag = if self.flags.len() < MAX_FLAGS { flag } else { FLAG_OVERFLOW };
+        if let Some(&i) = self.flag_index.get(flag) {
+            return i;
+        }
+        let i = u16::try_from(self.flags.len()).unwrap_or(u16::MAX);
+        self.flags.push(flag.into());
+        self.flag_index.insert(flag.into(), i);
+        i
     }
 
     /// Forgets values older than `horizon` (the engine's civil milliseconds).
@@ -264,7 +286,7 @@ impl OnlineStore {
                     cn: k.cn,
                     time: k.time,
                     value: k.value,
-                    flag: k.flag.to_string(),
+                    flag: self.flags.get(usize::from(k.flag)).map_or(FLAG_OVERFLOW, |f| f).to_string(),
                 })
             })
             .collect()
@@ -577,6 +599,38 @@ impl ComparisonReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_online_store_gives_back_what_it_kept_until_the_horizon() {
+        let at = |m: i64| DateTime::from_millis_or_epoch(1_700_000_000_000 + m * 60_000);
+        let mut store = OnlineStore::default();
+        store.push("A", "w01018", 2061, at(0), 12.5, "N");
+        store.push("A", "w01018", 2061, at(60), 13.0, "M");
+        store.push("A", "w00000", 2061, at(0), 3.0, "N");
+        store.push("B", "w01018", 2051, at(10), 7.0, "T");
+        store.push("A", "w01018", 2061, at(-600), 9.0, "N"); // came late, behind a newer one
+        let all = store.values(|_, _| true);
+        assert_eq!(all.len(), 5);
+        let a: Vec<(f64, &str, u16)> = all
+            .iter()
+            .filter(|v| v.mn == "A" && v.pollutant == "w01018")
+            .map(|v| (v.value, v.flag.as_str(), v.cn))
+            .collect();
+        assert_eq!(a, [(12.5, "N", 2061), (13.0, "M", 2061), (9.0, "N", 2061)]);
+        assert_eq!(store.values(|mn, _| mn == "B")[0].time, at(10));
+        // Pruned at minute 5: the late value is not given out even while it waits behind one
+        // that is kept; whole series that are too old go.
+        store.prune(at(5).to_millis());
+        let kept: Vec<(String, f64)> = store.values(|_, _| true).into_iter().map(|v| (v.mn, v.value)).collect();
+        assert_eq!(kept, [("A".to_string(), 13.0), ("B".to_string(), 7.0)]);
+        // A site inventing flags without end is remembered with a bounded table.
+        for i in 0..MAX_FLAGS + 10 {
+            store.push("C", "w01018", 2061, at(100), 1.0, &format!("X{i}"));
+        }
+        assert!(store.flags.len() <= MAX_FLAGS + 1);
+        let c = store.values(|mn, _| mn == "C");
+        assert_eq!((c[0].flag.as_str(), c.last().map(|v| v.flag.as_str())), ("X0", Some(FLAG_OVERFLOW)));
+    }
 
     fn online(mn: &str, p: &str, cn: u16, t: &str, v: f64, flag: &str) -> OnlineValue {
         OnlineValue {
