@@ -445,7 +445,7 @@ impl Task {
         let (at, actions) = match input {
             Input::Frame { at_ms, mn_len, text } => {
                 let at = civil(at_ms, self.offset);
-                let (mn, segment) = text.split_at(mn_len);
+                let (mn, segment) = text.split_at_checked(mn_len).unwrap_or(("", &text));
                 // The connection parsed these bytes already; a failure here would be a bug,
                 // and the frame still counts as traffic.
                 let actions = match Packet::parse(segment.as_bytes()) {
