@@ -829,10 +829,10 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("LA", vec![("Rtd", "50.1"), ("Flag", "N")]),
-                ("LA", vec![("Rtd", "51.2"), ("Flag", "D")]),
-                ("a01001", vec![("Rtd", "oops")]),
-                ("a01001", vec![("Flag", "N")]),
+                ("LA", alloc::vec![("Rtd", "50.1"), ("Flag", "N")]),
+                ("LA", alloc::vec![("Rtd", "51.2"), ("Flag", "D")]),
+                ("a01001", alloc::vec![("Rtd", "oops")]),
+                ("a01001", alloc::vec![("Flag", "N")]),
             ]
         );
         let second = items.iter().nth(1).unwrap();
