@@ -134,11 +134,17 @@ impl Spool {
         let config = sled::Config::new().path(path).flush_every_ms(Some(500)).cache_capacity(32 * 1024 * 1024);
         // sled releases its file lock from a background thread after the last handle is dropped:
         // a reopen in the same process (a restart in tests) may have to wait a moment for it.
+        // sled reports a held lock as an `Other` error whose text names it (as the gateway's
+        // store reads it), not always as `WouldBlock`.
         let mut tries = 0;
         let db = loop {
             match config.open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e)) if tries < 60 && e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(sled::Error::Io(e))
+                    if tries < 60
+                        && (e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.to_string().contains("could not acquire lock")) =>
+                {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(50));
                 }
