@@ -52,7 +52,7 @@ impl DataItem {
     /// The value for `suffix` as a number, when it is one.
     #[must_use]
     pub fn number(&self, suffix: &str) -> Option<f64> {
-        self.get(suffix).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite())
+        self.get(suffix).and_then(finite_number)
     }
 
     /// The data flag, when the item has one.
@@ -755,6 +755,11 @@ impl<'a> DataItems<'a> {
     }
 }
 
+/// A value as a number, when it is a finite one (how every data value is read as a number).
+fn finite_number(v: &str) -> Option<f64> {
+    v.parse().ok().filter(|v: &f64| v.is_finite())
+}
+
 /// One item of [`DataItems`]: a [`DataItem`] that borrows its text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataItemRef<'s> {
@@ -774,7 +779,7 @@ impl<'s> DataItemRef<'s> {
     /// The value for `suffix` as a number, when it is one (as [`DataItem::number`]).
     #[must_use]
     pub fn number(&self, suffix: &str) -> Option<f64> {
-        self.get(suffix).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite())
+        self.get(suffix).and_then(finite_number)
     }
 
     /// The owned item.

@@ -25,10 +25,8 @@ pub(crate) trait Item {
     fn code(&self) -> &str;
     /// The value for `suffix`.
     fn get(&self, suffix: &str) -> Option<&str>;
-    /// The value for `suffix` as a finite number.
-    fn number(&self, suffix: &str) -> Option<f64> {
-        self.get(suffix).and_then(|v| v.parse().ok()).filter(|v: &f64| v.is_finite())
-    }
+    /// The value for `suffix` as a finite number, read as the codec reads it.
+    fn number(&self, suffix: &str) -> Option<f64>;
 }
 
 impl Item for DataItem {
@@ -37,6 +35,9 @@ impl Item for DataItem {
     }
     fn get(&self, suffix: &str) -> Option<&str> {
         Self::get(self, suffix)
+    }
+    fn number(&self, suffix: &str) -> Option<f64> {
+        Self::number(self, suffix)
     }
 }
 
@@ -47,6 +48,9 @@ impl<T: Item> Item for &T {
     fn get(&self, suffix: &str) -> Option<&str> {
         (**self).get(suffix)
     }
+    fn number(&self, suffix: &str) -> Option<f64> {
+        (**self).number(suffix)
+    }
 }
 
 impl Item for DataItemRef<'_> {
@@ -55,6 +59,9 @@ impl Item for DataItemRef<'_> {
     }
     fn get(&self, suffix: &str) -> Option<&str> {
         Self::get(self, suffix)
+    }
+    fn number(&self, suffix: &str) -> Option<f64> {
+        Self::number(self, suffix)
     }
 }
 
