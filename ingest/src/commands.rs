@@ -259,7 +259,8 @@ pub(crate) fn send_request(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(qn.clone(), Pending { id: command.id.clone(), cn: command.cn, origin });
-    let out = Outgoing { frame, mn: mn.to_string(), cn: command.cn, qn: Some(qn.clone()), received: None };
+    let out =
+        Outgoing { frame, mn: mn.to_string(), cn: command.cn, qn: Some(qn.clone()), received: None, awaits: None };
     if !link.tx.send(out) {
         link.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&qn);
         return Err("connection closed".into());

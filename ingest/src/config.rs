@@ -95,6 +95,11 @@ pub struct Config {
 pub struct Listener {
     /// The address to bind, such as `0.0.0.0:9212`; port 0 picks a free port.
     pub addr: SocketAddr,
+    /// `TCP_NODELAY` on the accepted connections. Off by default, as in Mosquitto
+    /// (`set_tcp_nodelay false`): answers that are ready while an earlier one still waits for the
+    /// DAU's TCP ACK leave in one segment instead of one each.
+    #[serde(default)]
+    pub tcp_nodelay: bool,
 }
 
 /// Connection and traffic limits.
@@ -823,7 +828,7 @@ const fn default_utc_offset() -> i32 {
     480
 }
 fn default_listeners() -> Vec<Listener> {
-    vec![Listener { addr: SocketAddr::from(([0, 0, 0, 0], 9212)) }]
+    vec![Listener { addr: SocketAddr::from(([0, 0, 0, 0], 9212)), tcp_nodelay: false }]
 }
 fn default_crc() -> String {
     "auto".into()
@@ -913,8 +918,12 @@ impl Config {
             self.listeners = v
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
-                .map(|s| parse(name, s).map(|addr| Listener { addr }))
+                .map(|s| parse(name, s).map(|addr| Listener { addr, tcp_nodelay: false }))
                 .collect::<Result<_, _>>()?;
+        });
+        env!("HJ212_INGEST_TCP_NODELAY", |name, v| {
+            let on: bool = parse(name, v)?;
+            self.listeners.iter_mut().for_each(|l| l.tcp_nodelay = on);
         });
         env!("HJ212_INGEST_MAX_CONNECTIONS", |name, v| self.limits.max_connections = parse(name, v)?);
         env!("HJ212_INGEST_IDLE_TIMEOUT_SECS", |name, v| self.limits.idle_timeout_secs = parse(name, v)?);
@@ -1341,6 +1350,15 @@ mod tests {
     }
 
     #[test]
+    fn each_listener_may_turn_nagle_off() {
+        let c = Config::from_toml(
+            "[[listeners]]\naddr = \"0.0.0.0:9212\"\n[[listeners]]\naddr = \"10.0.0.1:9213\"\ntcp_nodelay = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.listeners.iter().map(|l| l.tcp_nodelay).collect::<Vec<_>>(), [false, true]);
+    }
+
+    #[test]
     fn unknown_settings_are_refused() {
         let e = Config::from_toml("[limits]\nmax_conections = 3\n").unwrap_err();
         assert!(e.0.contains("max_conections"), "{e}");
@@ -1357,8 +1375,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.listeners.len(), 2);
+        assert!(c.listeners.iter().all(|l| !l.tcp_nodelay), "Nagle by default");
         assert_eq!(c.decode.mode, DecodeMode::Strict);
         assert!(!c.mqtt.embedded());
+        c.apply_env(|k| (k == "HJ212_INGEST_TCP_NODELAY").then(|| "true".into())).unwrap();
+        assert!(c.listeners.iter().all(|l| l.tcp_nodelay), "{:?}", c.listeners);
         let e = c.apply_env(|k| (k == "HJ212_INGEST_MAX_CONNECTIONS").then(|| "many".into())).unwrap_err();
         assert!(e.0.contains("HJ212_INGEST_MAX_CONNECTIONS"), "{e}");
     }

@@ -3,8 +3,8 @@
 //! One task per listener accepts connections; one task per connection reads, cuts frames with the
 //! codec's `Deframer`, and handles each frame synchronously: check, authenticate, publish, answer.
 //! Answers go through a writer task that owns the socket's write half, so the reader never waits
-//! for the broker: a 9014 waits (in a task of its own) for the PUBACK of the message it answers,
-//! then is queued to the writer. That queue is bounded (`limits.max_queued_answers`): a client
+//! for the broker: a 9014 is queued to the writer at once, and waits there for the PUBACK of the
+//! message it answers (see `write_answers`). That queue is bounded (`limits.max_queued_answers`): a client
 //! that sends but does not read its answers is closed, as is one whose socket takes no bytes for
 //! `limits.idle_timeout_secs`.
 //!
@@ -170,8 +170,8 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Accepts connections until shutdown.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts connections until shutdown; `nodelay` sets `TCP_NODELAY` on each.
+pub async fn accept_loop(listener: TcpListener, nodelay: bool, shared: Arc<Shared>) {
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -199,7 +199,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         Metrics::set(&shared.metrics.gauges.connections_open, shared.active.load(Ordering::Acquire) as u64);
         let shared2 = shared.clone();
         shared.tracker.spawn(async move {
-            serve(stream, peer, &shared2).await;
+            serve(stream, peer, nodelay, &shared2).await;
             let open = shared2.active.fetch_sub(1, Ordering::AcqRel) - 1;
             Metrics::set(&shared2.metrics.gauges.connections_open, open as u64);
         });
@@ -219,6 +219,37 @@ pub(crate) struct Outgoing {
     pub(crate) qn: Option<String>,
     /// When the frame this answers arrived (for the ack-latency histogram).
     pub(crate) received: Option<Instant>,
+    /// What must be delivered before the frame is written (a 9014's upload); `None`: at once.
+    pub(crate) awaits: Option<Awaits>,
+}
+
+/// The deliveries a 9014 waits for: its upload's and, when the upload was the last part of a
+/// split message, the whole message's; and how long it may wait.
+#[derive(Debug)]
+pub(crate) struct Awaits {
+    first: Delivery,
+    also: Option<Delivery>,
+    deadline: Instant,
+}
+
+impl Awaits {
+    /// `None` while either is pending; then whether both were delivered.
+    fn outcome(&self) -> Option<bool> {
+        let first = self.first.outcome()?;
+        match &self.also {
+            Some(also) => Some(first && also.outcome()?),
+            None => Some(first),
+        }
+    }
+
+    /// Ready once both are settled (the outcome is then read with [`Awaits::outcome`]).
+    fn poll_settled(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::task::ready!(self.first.poll_settled(cx));
+        if let Some(also) = &self.also {
+            std::task::ready!(also.poll_settled(cx));
+        }
+        std::task::Poll::Ready(())
+    }
 }
 
 /// The way into a connection's writer: a bounded queue, and the switch that closes a connection
@@ -263,6 +294,107 @@ impl AnswerTx {
     }
 }
 
+/// A connection's writer: owns the socket's write half and writes the answers in the order they
+/// were queued, except that answers with nothing to wait for (9013, 1012, commands) go out at once.
+/// A 9014 waits in the queue until its deliveries settle: delivered within
+/// `limits.ack_timeout_secs` of its frame's arrival, it is written; abandoned or later than that,
+/// it is dropped and counted. The writer waits on the oldest 9014 only: one connection's uploads
+/// go over one broker connection and are acknowledged in order, so a later one that settles first
+/// is written right after the older one, and no task or timer is spent per answer. Answers that are
+/// ready together (a burst of PUBACKs settles several uploads at once) go out in one write.
+///
+/// Ends once every sender is gone (the reader, and the command link) and no 9014 waits; when a
+/// write fails; or when the client does not read (`unread`).
+async fn write_answers(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    shared: Arc<Shared>,
+    peer: Arc<str>,
+    unread: Arc<Unread>,
+) {
+    let idle = Duration::from_secs(shared.config.limits.idle_timeout_secs);
+    let stop = unread.token.cancelled();
+    tokio::pin!(stop);
+    let mut incoming: Vec<Outgoing> = Vec::new();
+    let mut waiting: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
+    let mut ready: Vec<Outgoing> = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut open = true;
+    // Armed for the oldest waiting 9014's deadline; it may fire early (that answer left the
+    // queue), and is then armed again for the new oldest.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = false;
+    loop {
+        if !open && waiting.is_empty() {
+            break;
+        }
+        let oldest = waiting.front().and_then(|o| o.awaits.as_ref());
+        tokio::select! {
+            () = &mut stop => break,
+            n = rx.recv_many(&mut incoming, WRITE_BATCH), if open => open = n > 0,
+            () = std::future::poll_fn(|cx| oldest.map_or(std::task::Poll::Pending, |a| a.poll_settled(cx))),
+                if oldest.is_some() => {}
+            () = &mut timer, if armed => armed = false,
+        }
+        for out in incoming.drain(..) {
+            if out.awaits.is_some() {
+                waiting.push_back(out);
+            } else {
+                ready.push(out);
+            }
+        }
+        let now = Instant::now();
+        while let Some(awaits) = waiting.front().and_then(|o| o.awaits.as_ref()) {
+            let (outcome, in_time) = (awaits.outcome(), now <= awaits.deadline);
+            if outcome.is_none() && in_time {
+                break;
+            }
+            let Some(mut out) = waiting.pop_front() else { break };
+            if outcome == Some(true) && in_time {
+                out.awaits = None;
+                ready.push(out);
+            } else {
+                Metrics::inc(&shared.metrics.counters.answers_timed_out);
+                tracing::warn!(mn = %out.mn, qn = ?out.qn, "No broker acknowledgement in time; 9014 not sent.");
+            }
+        }
+        if let (false, Some(awaits)) = (armed, waiting.front().and_then(|o| o.awaits.as_ref())) {
+            timer.as_mut().reset(tokio::time::Instant::from_std(awaits.deadline));
+            armed = true;
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        bytes.clear();
+        ready.iter().for_each(|out| bytes.extend_from_slice(&out.frame));
+        let written = tokio::select! {
+            () = &mut stop => break,
+            w = tokio::time::timeout(idle, wr.write_all(&bytes)) => w,
+        };
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(peer = %peer, %error, answers = ready.len(), "Write failed; the answers are dropped.");
+                break;
+            }
+            Err(_) => {
+                unread.trip("no answer bytes taken for limits.idle_timeout_secs");
+                break;
+            }
+        }
+        for out in ready.drain(..) {
+            shared.packet_log.record(now_ms(), Direction::Out, &peer, &out.frame, false);
+            if let (9014, Some(t)) = (out.cn, out.received) {
+                shared.metrics.ack_latency.observe(t.elapsed());
+            }
+            Metrics::inc(&shared.metrics.counters.answers_sent);
+            shared.metrics.emit_with(|| Event::AnswerSent { mn: out.mn, cn: out.cn, qn: out.qn });
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
 struct Conn<'s> {
     shared: &'s Arc<Shared>,
     peer: Arc<str>,
@@ -277,13 +409,15 @@ struct Conn<'s> {
     internal: Mutex<HashMap<String, Internal>>,
 }
 
-async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
+async fn serve(stream: TcpStream, peer_addr: SocketAddr, nodelay: bool, shared: &Arc<Shared>) {
     let peer: Arc<str> = Arc::from(peer_addr.to_string());
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    if nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    let (mut rd, wr) = stream.into_split();
     let limits = &shared.config.limits;
     let idle = Duration::from_secs(limits.idle_timeout_secs);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(limits.max_queued_answers);
+    let (tx, rx) = mpsc::channel::<Outgoing>(limits.max_queued_answers);
     let unread = Arc::new(Unread {
         token: CancellationToken::new(),
         tripped: std::sync::atomic::AtomicBool::new(false),
@@ -292,49 +426,7 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
     });
     let tx = AnswerTx { tx, unread: unread.clone() };
 
-    // The writer: ends when every sender (reader and pending answers) is gone, or when the client
-    // does not read. Answers that are ready together (a burst of PUBACKs settles several uploads
-    // at once) go out in one write.
-    let writer_shared = shared.clone();
-    let writer_peer = peer.clone();
-    let writer_unread = unread.clone();
-    shared.tracker.spawn(async move {
-        let mut batch: Vec<Outgoing> = Vec::new();
-        let mut bytes: Vec<u8> = Vec::new();
-        let stop = &writer_unread.token;
-        while tokio::select! {
-            () = stop.cancelled() => 0,
-            n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
-        } > 0
-        {
-            bytes.clear();
-            batch.iter().for_each(|out| bytes.extend_from_slice(&out.frame));
-            let written = tokio::select! {
-                () = stop.cancelled() => break,
-                w = tokio::time::timeout(idle, wr.write_all(&bytes)) => w,
-            };
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::debug!(peer = %writer_peer, %error, answers = batch.len(), "Write failed; the answers are dropped.");
-                    break;
-                }
-                Err(_) => {
-                    writer_unread.trip("no answer bytes taken for limits.idle_timeout_secs");
-                    break;
-                }
-            }
-            for out in batch.drain(..) {
-                writer_shared.packet_log.record(now_ms(), Direction::Out, &writer_peer, &out.frame, false);
-                if let (9014, Some(t)) = (out.cn, out.received) {
-                    writer_shared.metrics.ack_latency.observe(t.elapsed());
-                }
-                Metrics::inc(&writer_shared.metrics.counters.answers_sent);
-                writer_shared.metrics.emit(Event::AnswerSent { mn: out.mn, cn: out.cn, qn: out.qn });
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    shared.tracker.spawn(write_answers(wr, rx, shared.clone(), peer.clone(), unread.clone()));
 
     let mut deframer = Deframer::new(Splitter::new(SplitConfig { max_data_len: limits.max_frame_len }));
     let mut buf = vec![0u8; 8192];
@@ -354,27 +446,43 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, shared: &Arc<Shared>) {
         internal: Mutex::new(HashMap::new()),
     };
     tracing::debug!(peer = %peer, "Connection opened.");
+    // Made once, not per read: a wait for cancellation registers itself, and a timeout per read
+    // would add and remove a timer per frame. The idle timer is armed for `idle` after the last
+    // read, and moved on only when it fires early.
+    let shutdown = shared.shutdown.cancelled();
+    let closing = unread.token.cancelled();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(shutdown, closing, idle_timer);
+    let mut last_read = tokio::time::Instant::now();
     loop {
         let read = tokio::select! {
-            () = shared.shutdown.cancelled() => break,
-            () = unread.token.cancelled() => break,
-            read = tokio::time::timeout(idle, rd.read(&mut buf)) => read,
+            () = &mut shutdown => break,
+            () = &mut closing => break,
+            () = &mut idle_timer => {
+                if last_read.elapsed() < idle {
+                    idle_timer.as_mut().reset(last_read + idle);
+                    continue;
+                }
+                None
+            }
+            read = rd.read(&mut buf) => Some(read),
         };
         let eof = match read {
-            Err(_) => {
+            None => {
                 Metrics::inc(&shared.metrics.counters.connections_idle_closed);
                 tracing::info!(peer = %peer, idle_secs = idle.as_secs(), "Closing an idle connection.");
                 break;
             }
-            Ok(Err(error)) => {
+            Some(Err(error)) => {
                 tracing::debug!(peer = %peer, %error, "Read failed.");
                 break;
             }
-            Ok(Ok(0)) => {
+            Some(Ok(0)) => {
                 deframer.finish();
                 true
             }
-            Ok(Ok(n)) => {
+            Some(Ok(n)) => {
+                last_read = tokio::time::Instant::now();
                 total += n as u64;
                 deframer.feed(&buf[..n]);
                 false
@@ -1005,50 +1113,35 @@ impl Conn<'_> {
     }
 
     fn send_now(&self, frame: Vec<u8>, mn: &str, cn: u16, qn: Option<&str>) {
-        self.tx.send(Outgoing { frame, mn: mn.to_string(), cn, qn: qn.map(str::to_string), received: None });
+        self.tx.send(Outgoing {
+            frame,
+            mn: mn.to_string(),
+            cn,
+            qn: qn.map(str::to_string),
+            received: None,
+            awaits: None,
+        });
     }
 
-    /// Queues a 9014 for when `delivery` (and `also`, the whole message a last sub-packet
-    /// completed) turns true.
+    /// Queues a 9014 to be written once `delivery` (and `also`, the whole message a last
+    /// sub-packet completed) is delivered; see [`write_answers`].
     fn send_after(
         &self,
-        mut delivery: Delivery,
-        mut also: Option<Delivery>,
+        delivery: Delivery,
+        also: Option<Delivery>,
         packet: &Packet<'_>,
         frame: Vec<u8>,
         received: Instant,
     ) {
-        let out = Outgoing {
+        let delivered = delivery.is_delivered() && also.as_ref().is_none_or(Delivery::is_delivered);
+        let limit = Duration::from_secs(self.shared.config.limits.ack_timeout_secs);
+        self.tx.send(Outgoing {
             frame,
             mn: packet.mn().unwrap_or("").to_string(),
             cn: 9014,
             qn: packet.reference_qn().map(str::to_string),
             received: Some(received),
-        };
-        if *delivery.borrow() && also.as_ref().is_none_or(|d| *d.borrow()) {
-            self.tx.send(out);
-            return;
-        }
-        let tx = self.tx.clone();
-        let metrics = self.shared.metrics.clone();
-        let limit = Duration::from_secs(self.shared.config.limits.ack_timeout_secs);
-        self.shared.tracker.spawn(async move {
-            let both = async {
-                delivery.wait_for(|acked| *acked).await?;
-                if let Some(d) = also.as_mut() {
-                    d.wait_for(|acked| *acked).await?;
-                }
-                Ok::<(), tokio::sync::watch::error::RecvError>(())
-            };
-            match tokio::time::timeout(limit, both).await {
-                Ok(Ok(())) => {
-                    tx.send(out);
-                }
-                Ok(Err(_)) | Err(_) => {
-                    Metrics::inc(&metrics.counters.answers_timed_out);
-                    tracing::warn!(mn = %out.mn, qn = ?out.qn, "No broker acknowledgement in time; 9014 not sent.");
-                }
-            }
+            awaits: (!delivered).then(|| Awaits { first: delivery, also, deadline: received + limit }),
         });
     }
 }

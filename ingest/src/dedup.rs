@@ -122,11 +122,11 @@ mod tests {
     fn duplicates_within_the_window_share_the_first_delivery() {
         let d = Dedup::new(Duration::from_secs(10), 100);
         let t = Instant::now();
-        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (settle, rx) = Delivery::pending();
         assert!(matches!(d.check(key("1"), t, || Ok::<_, ()>(rx.clone())), Ok(Seen::New(_))));
         let Ok(Seen::Duplicate(dup)) = d.check(key("1"), t, || Err(())) else { panic!() };
-        tx.send_replace(true);
-        assert!(*dup.borrow());
+        settle.delivered();
+        assert!(dup.is_delivered());
         assert!(matches!(d.check(key("1"), t + Duration::from_secs(11), || Ok::<_, ()>(rx.clone())), Ok(Seen::New(_))));
         assert!(Key::new("A", 2011, None, None).is_none(), "nothing tells two such frames apart");
     }

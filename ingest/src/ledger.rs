@@ -41,13 +41,12 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop, Incoming, LastWill, MqttOptions,
     NetworkOptions, Outgoing, QoS, StateError, TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::delivery::Delivery;
+use crate::delivery::Settle;
 use crate::metrics::{Event, Metrics};
-
-/// Whether a message has been acknowledged: becomes `true` once, on its PUBACK.
-pub type Delivery = watch::Receiver<bool>;
 
 /// The ledger holds `max_unacked` messages already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +66,7 @@ struct Entry {
     payload: Vec<u8>,
     retain: bool,
     qn: Option<String>,
-    done: watch::Sender<bool>,
+    done: Settle,
     sends: u32,
     /// A copy is held durably elsewhere (the spool): shutdown need not wait for it.
     spooled: bool,
@@ -220,7 +219,7 @@ impl Ledger {
         &self.lanes[lane_index(topic, self.lanes.len())]
     }
 
-    /// Publishes `payload` to `topic` at QoS 1; the returned [`Delivery`] turns true on PUBACK.
+    /// Publishes `payload` to `topic` at QoS 1; the returned [`Delivery`] is delivered on PUBACK.
     ///
     /// # Errors
     /// [`LedgerFull`] when the topic's connection holds its share of `max_unacked` messages
@@ -276,8 +275,8 @@ impl Ledger {
     pub async fn close(&self, limit: Duration) {
         let first = &self.lanes[0];
         if let Some(topic) = &first.status_topic {
-            if let Ok(mut d) = first.publish(topic.clone(), b"offline".to_vec(), true, None, false) {
-                let _ = tokio::time::timeout(limit, d.wait_for(|v| *v)).await;
+            if let Ok(d) = first.publish(topic.clone(), b"offline".to_vec(), true, None, false) {
+                let _ = tokio::time::timeout(limit, d.settled()).await;
             }
         }
         for lane in self.lanes.iter() {
@@ -356,7 +355,7 @@ impl Lane {
             Metrics::inc(&self.metrics.counters.mqtt_ledger_full);
             return Err(LedgerFull);
         }
-        let (done, delivery) = watch::channel(false);
+        let (done, delivery) = Delivery::pending();
         let id = state.next_id;
         state.next_id += 1;
         state.entries.insert(id, Entry { topic, payload, retain, qn, done, sends: 0, spooled });
@@ -493,7 +492,7 @@ impl LaneDriver {
         state.collided = None;
         let ids: Vec<u64> = state.entries.keys().copied().collect();
         if let Some(topic) = lane.status_topic.as_ref().filter(|_| !state.closed) {
-            let (done, _) = watch::channel(false);
+            let (done, _) = Delivery::pending();
             let id = state.next_id;
             state.next_id += 1;
             let entry = Entry {
@@ -536,7 +535,7 @@ impl LaneDriver {
             state.by_pkid.insert(pkid, id);
         }
         if let Some(e) = state.entries.get(&id) {
-            self.lane.metrics.emit(Event::Published { topic: e.topic.clone(), qn: e.qn.clone() });
+            self.lane.metrics.emit_with(|| Event::Published { topic: e.topic.clone(), qn: e.qn.clone() });
         }
     }
 
@@ -551,7 +550,7 @@ impl LaneDriver {
             drop(state);
             Metrics::inc(&self.lane.metrics.counters.mqtt_acked);
             self.lane.metrics.emit(Event::Acked { topic: entry.topic, qn: entry.qn });
-            entry.done.send_replace(true);
+            entry.done.delivered();
         }
     }
 

@@ -34,6 +34,7 @@ pub mod commands;
 pub mod config;
 mod conn;
 pub mod dedup;
+pub mod delivery;
 mod http;
 pub mod ledger;
 pub mod metrics;
@@ -231,9 +232,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
         let listener = TcpListener::bind(l.addr).await.with_context(|| format!("cannot listen on {}", l.addr))?;
-        listeners.push(listener);
+        listeners.push((listener, l.tcp_nodelay));
     }
-    let listen_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let listen_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
     let http_listener = match config.metrics.addr()? {
         Some(addr) => {
             Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen for metrics on {addr}"))?)
@@ -288,8 +289,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             .then(|| subpackets::Subpackets::new(config.subpackets.clone(), metrics.clone())),
     });
     let listener_tracker = TaskTracker::new();
-    for listener in listeners {
-        listener_tracker.spawn(conn::accept_loop(listener, shared.clone()));
+    for (listener, nodelay) in listeners {
+        listener_tracker.spawn(conn::accept_loop(listener, nodelay, shared.clone()));
     }
     listener_tracker.spawn(commands::run(received, shared.clone()));
     if shared.subpackets.is_some() {

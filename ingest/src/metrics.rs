@@ -471,6 +471,14 @@ impl Metrics {
         let _ = self.events.send(event);
     }
 
+    /// Broadcasts the event `make` builds, building it only when someone subscribes (events
+    /// carry copies of topics and QNs, not worth making per frame for nobody).
+    pub fn emit_with(&self, make: impl FnOnce() -> Event) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(make());
+        }
+    }
+
     /// Subscribes to events from now on.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

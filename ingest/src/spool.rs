@@ -9,7 +9,7 @@
 //!
 //! Durability. sled writes are made durable by a flush. Messages that nobody waits for are
 //! flushed by sled's background flusher (every 500 ms). A caller that must know a message is on
-//! disk ([`Wait::Flush`], for `ack_after = "spool"`) gets a [`Delivery`] that turns true after a
+//! disk ([`Wait::Flush`], for `ack_after = "spool"`) gets a [`Delivery`] that is delivered after a
 //! flush that started after the write: one flusher task runs the flushes, so concurrent writers
 //! share one (group commit).
 //!
@@ -28,18 +28,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::SpoolFullPolicy;
+use crate::delivery::Settle;
 use crate::ledger::{Delivery, Ledger};
 use crate::metrics::{Event, Metrics};
 
 /// What the caller of [`Spool::append`] waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
-    /// Nothing: the returned delivery never turns true.
+    /// Nothing: the returned delivery is abandoned at once.
     Nothing,
     /// The message is flushed to disk.
     Flush,
@@ -69,8 +70,8 @@ impl std::error::Error for SpoolError {}
 
 #[derive(Debug, Default)]
 struct Waiters {
-    on_ack: HashMap<u64, watch::Sender<bool>>,
-    on_flush: BTreeMap<u64, watch::Sender<bool>>,
+    on_ack: HashMap<u64, Settle>,
+    on_flush: BTreeMap<u64, Settle>,
 }
 
 /// The spool; share it with an `Arc`.
@@ -258,7 +259,7 @@ impl Spool {
         self.refusing.store(false, Ordering::Relaxed);
         self.bytes.fetch_add(len, Ordering::Relaxed);
         self.depth.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = Delivery::pending();
         match wait {
             Wait::Nothing => {}
             Wait::Puback => {
@@ -271,14 +272,14 @@ impl Spool {
         }
         drop(next);
         Metrics::inc(&self.metrics.counters.spool_written);
-        self.metrics.emit(Event::Spooled { topic: topic.to_string(), qn: qn.map(str::to_string) });
+        self.metrics.emit_with(|| Event::Spooled { topic: topic.to_string(), qn: qn.map(str::to_string) });
         self.update_gauges();
         self.pump_wake.notify_one();
         Ok(rx)
     }
 
-    /// Deletes a message and settles whoever waits for it: when `acked` (the broker has it) every
-    /// waiter sees `true`; a dropped message's waiters see their channel close instead.
+    /// Deletes a message and settles whoever waits for it: delivered when `acked` (the broker has
+    /// it), abandoned when the message was dropped.
     fn remove(&self, key: u64, acked: bool) {
         match self.db.remove(key.to_be_bytes()) {
             Ok(Some(old)) => {
@@ -293,12 +294,13 @@ impl Spool {
             }
         }
         let mut w = self.waiters();
-        for tx in [w.on_ack.remove(&key), w.on_flush.remove(&key)].into_iter().flatten() {
+        let settles = [w.on_ack.remove(&key), w.on_flush.remove(&key)];
+        drop(w);
+        for tx in settles.into_iter().flatten() {
             if acked {
-                tx.send_replace(true);
+                tx.delivered();
             }
         }
-        drop(w);
         self.update_gauges();
     }
 
@@ -371,7 +373,7 @@ impl Spool {
             };
             let (topic, qn, payload) = record;
             match ledger.publish_spooled(topic, payload, qn) {
-                Ok(mut delivery) => {
+                Ok(delivery) => {
                     cursor = key + 1;
                     let spool = self.clone();
                     let hard = hard_stop.clone();
@@ -379,7 +381,7 @@ impl Spool {
                         let _permit = permit;
                         tokio::select! {
                             () = hard.cancelled() => {}
-                            r = delivery.wait_for(|v| *v) => if r.is_ok() {
+                            delivered = delivery.settled() => if delivered {
                                 spool.remove(key, true);
                                 Metrics::inc(&spool.metrics.counters.spool_forwarded);
                             },
@@ -411,7 +413,7 @@ impl Spool {
                     let done = std::mem::replace(&mut w.on_flush, later);
                     drop(w);
                     for tx in done.into_values() {
-                        tx.send_replace(true);
+                        tx.delivered();
                     }
                 }
                 Err(error) => {

@@ -383,3 +383,80 @@ async fn a_lost_puback_means_republish_after_reconnect_and_only_then_9014() {
     assert_eq!(sub.next().await.1["qn"], qn);
     d.stop().await;
 }
+
+/// A 9014 waits at most `limits.ack_timeout_secs` for its PUBACK: later, it is not sent, and is
+/// counted. The uploads after it on the same connection are answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_9014_whose_puback_comes_too_late_is_not_sent_and_the_next_ones_are() {
+    let broker = hj212_ingest::broker::start(0).await.unwrap();
+    let proxy = Proxy::start(broker).await;
+    let d = Daemon::start(|c| {
+        c.mqtt.host = Some("127.0.0.1".into());
+        c.mqtt.port = proxy.addr.port();
+        c.mqtt.embedded = Some(false);
+        c.limits.ack_timeout_secs = 1;
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !d.handle().mqtt_connected() || d.counter("mqtt_acked") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "ledger never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    proxy.swallow_replies(true);
+    let mut dau = Dau::connect(d.addr()).await;
+    dau.send(&upload("20240102030405080", 2011, true, PW)).await;
+    dau.send(&upload("20240102030405081", 2011, true, PW)).await;
+    // Counted when the time is up, not only when a PUBACK finally comes.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.counter("answers_timed_out") < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the late 9014s were not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.swallow_replies(false);
+    proxy.cut_all();
+    // The republished copies are acknowledged now, too late: their 9014s never come. The next
+    // upload is answered, and is the first answer on the connection.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.counter("mqtt_republished") < 2 || d.counter("mqtt_unacked") > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the held uploads were not republished and acknowledged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    dau.send(&upload("20240102030405082", 2011, true, PW)).await;
+    let answer = timeout(WAIT, dau.frame()).await.expect("no 9014 for the upload after the late ones");
+    assert_eq!(answer.field("QN"), Some("20240102030405082"));
+    assert!(dau.frame_within(QUIET).await.is_none(), "a late 9014 was sent");
+    assert_eq!(d.counter("answers_timed_out"), 2);
+    assert_eq!(d.counter("answers_sent"), 1);
+    d.stop().await;
+}
+
+/// `limits.idle_timeout_secs` counts from a connection's last read: one that keeps sending stays
+/// open past it, one that falls silent is closed about that long after its last frame, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout_and_a_talking_one_is_not() {
+    let d = Daemon::start(|c| c.limits.idle_timeout_secs = 1).await;
+    let mut talking = Dau::connect(d.addr()).await;
+    let mut silent = Dau::connect(d.addr()).await;
+    let started = tokio::time::Instant::now();
+    silent.send(&upload("20240102030405090", 2011, true, PW)).await;
+    assert_eq!(silent.frame().await.field("QN"), Some("20240102030405090"));
+    let last_frame = tokio::time::Instant::now();
+    for i in 0..6u32 {
+        talking.send(&upload(&format!("2024010203040510{i}"), 2011, false, PW)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // 2.4 s after the start the talking connection is still served.
+    talking.send(&upload("20240102030405110", 2011, true, PW)).await;
+    assert_eq!(talking.frame().await.field("QN"), Some("20240102030405110"));
+    assert!(started.elapsed() > Duration::from_secs(2));
+
+    // The silent one was closed: end of stream, not a timeout of our read.
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let read = timeout(WAIT, silent.stream.read(&mut buf)).await.expect("the silent connection is still open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(last_frame.elapsed() >= Duration::from_secs(1));
+    assert_eq!(d.counter("connections_idle_closed"), 1);
+    d.stop().await;
+}

@@ -158,7 +158,7 @@ async fn dau(args: DauArgs) -> anyhow::Result<()> {
     let mut handle = None;
     let target = if args.spawn {
         let mut c = hj212_ingest::Config {
-            listeners: vec![hj212_ingest::config::Listener { addr: "127.0.0.1:0".parse()? }],
+            listeners: vec![hj212_ingest::config::Listener { addr: "127.0.0.1:0".parse()?, tcp_nodelay: false }],
             ..hj212_ingest::Config::default()
         };
         c.auth.unknown_mn = hj212_ingest::config::UnknownMnPolicy::Accept;

@@ -58,7 +58,10 @@ pub fn free_port() -> u16 {
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut c = Config { listeners: vec![Listener { addr: "127.0.0.1:0".parse().unwrap() }], ..Config::default() };
+    let mut c = Config {
+        listeners: vec![Listener { addr: "127.0.0.1:0".parse().unwrap(), tcp_nodelay: false }],
+        ..Config::default()
+    };
     c.mqtt.embedded_port = 0;
     c.packet_log.path = dir.join("packets.log");
     c.spool.path = dir.join("spool");
