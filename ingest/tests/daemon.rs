@@ -346,24 +346,32 @@ fn the_binary_prints_a_default_config_that_parses_and_checks_configs() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The broker gets the message but its PUBACK is lost with the connection: no 9014 until the
-/// ledger has reconnected, republished, and received a PUBACK for the republished copy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_puback_means_republish_after_reconnect_and_only_then_9014() {
+/// An embedded broker, a proxy in front of it that can lose its replies, and a daemon publishing
+/// through the proxy, once its first message (the status) is acknowledged.
+async fn behind_a_proxy(edit: impl FnOnce(&mut Config)) -> (std::net::SocketAddr, Proxy, Daemon) {
     let broker = hj212_ingest::broker::start(0).await.unwrap();
     let proxy = Proxy::start(broker).await;
     let d = Daemon::start(|c| {
         c.mqtt.host = Some("127.0.0.1".into());
         c.mqtt.port = proxy.addr.port();
         c.mqtt.embedded = Some(false);
+        edit(c);
     })
     .await;
-    let mut sub = Subscriber::connect(("127.0.0.1", broker.port())).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while !d.handle().mqtt_connected() || d.counter("mqtt_acked") == 0 {
         assert!(tokio::time::Instant::now() < deadline, "ledger never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (broker, proxy, d)
+}
+
+/// The broker gets the message but its PUBACK is lost with the connection: no 9014 until the
+/// ledger has reconnected, republished, and received a PUBACK for the republished copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_puback_means_republish_after_reconnect_and_only_then_9014() {
+    let (broker, proxy, d) = behind_a_proxy(|_| {}).await;
+    let mut sub = Subscriber::connect(("127.0.0.1", broker.port())).await;
 
     proxy.swallow_replies(true);
     let mut dau = Dau::connect(d.addr()).await;
@@ -388,20 +396,7 @@ async fn a_lost_puback_means_republish_after_reconnect_and_only_then_9014() {
 /// counted. The uploads after it on the same connection are answered as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_9014_whose_puback_comes_too_late_is_not_sent_and_the_next_ones_are() {
-    let broker = hj212_ingest::broker::start(0).await.unwrap();
-    let proxy = Proxy::start(broker).await;
-    let d = Daemon::start(|c| {
-        c.mqtt.host = Some("127.0.0.1".into());
-        c.mqtt.port = proxy.addr.port();
-        c.mqtt.embedded = Some(false);
-        c.limits.ack_timeout_secs = 1;
-    })
-    .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !d.handle().mqtt_connected() || d.counter("mqtt_acked") == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "ledger never connected");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_broker, proxy, d) = behind_a_proxy(|c| c.limits.ack_timeout_secs = 1).await;
 
     proxy.swallow_replies(true);
     let mut dau = Dau::connect(d.addr()).await;
