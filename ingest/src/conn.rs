@@ -33,7 +33,7 @@ use hj212_codec::qn::QnGenerator;
 use hj212_codec::tables::{self, CommandClass, TableVersion};
 use hj212_codec::time::DateTime;
 use hj212_codec::{DecodeOptions, Decoded, Packet, RawFrame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -315,7 +315,8 @@ async fn write_answers(
     let idle = Duration::from_secs(shared.config.limits.idle_timeout_secs);
     let stop = unread.token.cancelled();
     tokio::pin!(stop);
-    let mut incoming: Vec<Outgoing> = Vec::new();
+    // Taken from the channel one by one into these two (`recv_many` would keep a buffer of 32
+    // answers per connection, idle or not: 3 KiB each, 30 MiB for 10 000 DAUs).
     let mut waiting: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
     let mut ready: Vec<Outgoing> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
@@ -332,17 +333,23 @@ async fn write_answers(
         let oldest = waiting.front().and_then(|o| o.awaits.as_ref());
         tokio::select! {
             () = &mut stop => break,
-            n = rx.recv_many(&mut incoming, WRITE_BATCH), if open => open = n > 0,
+            first = rx.recv(), if open => match first {
+                None => open = false,
+                Some(out) => {
+                    let mut take = |out: Outgoing| match out.awaits {
+                        Some(_) => waiting.push_back(out),
+                        None => ready.push(out),
+                    };
+                    take(out);
+                    for _ in 1..WRITE_BATCH {
+                        let Ok(out) = rx.try_recv() else { break };
+                        take(out);
+                    }
+                }
+            },
             () = std::future::poll_fn(|cx| oldest.map_or(std::task::Poll::Pending, |a| a.poll_settled(cx))),
                 if oldest.is_some() => {}
             () = &mut timer, if armed => armed = false,
-        }
-        for out in incoming.drain(..) {
-            if out.awaits.is_some() {
-                waiting.push_back(out);
-            } else {
-                ready.push(out);
-            }
         }
         let now = Instant::now();
         while let Some(awaits) = waiting.front().and_then(|o| o.awaits.as_ref()) {
@@ -395,6 +402,32 @@ async fn write_answers(
     let _ = wr.shutdown().await;
 }
 
+/// Most bytes taken from a socket in one read.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer of every connection served on this thread. Bytes are copied out into the
+    /// connection's deframer before the task yields, so a connection holds no read buffer of its
+    /// own: only the part of a frame that has not arrived whole (10 000 idle DAUs would otherwise
+    /// hold 80 MiB of empty buffers).
+    static READ_BUFFER: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads what the socket holds into `deframer`: the byte count, 0 at the end of the stream. The
+/// bytes pass through this thread's buffer within one poll, so the future can be dropped at any
+/// `await` without losing any.
+async fn read_into(rd: &mut tokio::net::tcp::OwnedReadHalf, deframer: &mut Deframer) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        READ_BUFFER.with_borrow_mut(|buf| {
+            let mut read = tokio::io::ReadBuf::new(buf);
+            std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut read))?;
+            deframer.feed(read.filled());
+            std::task::Poll::Ready(Ok(read.filled().len()))
+        })
+    })
+    .await
+}
+
 struct Conn<'s> {
     shared: &'s Arc<Shared>,
     peer: Arc<str>,
@@ -429,7 +462,6 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, nodelay: bool, shared: 
     shared.tracker.spawn(write_answers(wr, rx, shared.clone(), peer.clone(), unread.clone()));
 
     let mut deframer = Deframer::new(Splitter::new(SplitConfig { max_data_len: limits.max_frame_len }));
-    let mut buf = vec![0u8; 8192];
     let mut total: u64 = 0;
     let mut garbage_run: usize = 0;
     let frame_limit = Duration::from_secs(limits.frame_timeout_secs);
@@ -465,7 +497,7 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, nodelay: bool, shared: 
                 }
                 None
             }
-            read = rd.read(&mut buf) => Some(read),
+            read = read_into(&mut rd, &mut deframer) => Some(read),
         };
         let eof = match read {
             None => {
@@ -484,7 +516,6 @@ async fn serve(stream: TcpStream, peer_addr: SocketAddr, nodelay: bool, shared: 
             Some(Ok(n)) => {
                 last_read = tokio::time::Instant::now();
                 total += n as u64;
-                deframer.feed(&buf[..n]);
                 false
             }
         };

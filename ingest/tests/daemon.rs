@@ -455,3 +455,31 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout_and_a_talking_one_
     assert_eq!(d.counter("connections_idle_closed"), 1);
     d.stop().await;
 }
+
+/// Connections served by the same thread share its read buffer: frames that arrive in pieces,
+/// interleaved across connections, are each put together from their own connection's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_in_pieces_interleaved_across_connections_are_each_answered() {
+    let d = Daemon::start(|_| {}).await;
+    let mut daus = Vec::new();
+    for _ in 0..4 {
+        daus.push(Dau::connect(d.addr()).await);
+    }
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| upload(&format!("2024010203040520{i}"), 2011, true, PW)).collect();
+    // Each frame in 3 pieces; every connection's first piece, then every second piece, …
+    for piece in 0..3 {
+        for (dau, frame) in daus.iter_mut().zip(&frames) {
+            let cut = |k: usize| frame.len() * k / 3;
+            dau.send(&frame[cut(piece)..cut(piece + 1)]).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for (i, dau) in daus.iter_mut().enumerate() {
+        let answer = dau.frame().await;
+        assert_eq!(answer.field("QN"), Some(format!("2024010203040520{i}").as_str()));
+        assert_eq!(answer.field("CN"), Some("9014"));
+    }
+    assert_eq!(d.counter("frames_invalid"), 0);
+    assert_eq!(d.counter("bytes_skipped"), 0);
+    d.stop().await;
+}
