@@ -4,9 +4,9 @@
 //! codec's `Deframer`, and handles each frame synchronously: check, authenticate, publish, answer.
 //! Answers go through a writer task that owns the socket's write half, so the reader never waits
 //! for the broker: a 9014 is queued to the writer at once, and waits there for the PUBACK of the
-//! message it answers (see `write_answers`). That queue is bounded (`limits.max_queued_answers`): a client
-//! that sends but does not read its answers is closed, as is one whose socket takes no bytes for
-//! `limits.idle_timeout_secs`.
+//! message it answers (see `write_answers`). That queue is bounded (`limits.max_queued_answers`):
+//! a client that sends but does not read its answers is closed, as is one whose socket takes no
+//! bytes for `limits.idle_timeout_secs`.
 //!
 //! Invariants:
 //! * A 9014 is written only after the broker acknowledged the frame's message (or the message of
@@ -316,8 +316,9 @@ async fn write_answers(
     let stop = unread.token.cancelled();
     tokio::pin!(stop);
     // Taken from the channel one by one into these two (`recv_many` would keep a buffer of 32
-    // answers per connection, idle or not: 3 KiB each, 30 MiB for 10 000 DAUs).
-    let mut waiting: std::collections::VecDeque<Outgoing> = std::collections::VecDeque::new();
+    // answers per connection, idle or not: 3 KiB each, 30 MiB for 10 000 DAUs). A waiting answer
+    // is kept with what it waits for, taken out of it.
+    let mut waiting: std::collections::VecDeque<(Awaits, Outgoing)> = std::collections::VecDeque::new();
     let mut ready: Vec<Outgoing> = Vec::new();
     let mut bytes: Vec<u8> = Vec::new();
     let mut open = true;
@@ -330,14 +331,14 @@ async fn write_answers(
         if !open && waiting.is_empty() {
             break;
         }
-        let oldest = waiting.front().and_then(|o| o.awaits.as_ref());
+        let oldest = waiting.front().map(|(awaits, _)| awaits);
         tokio::select! {
             () = &mut stop => break,
             first = rx.recv(), if open => match first {
                 None => open = false,
                 Some(out) => {
-                    let mut take = |out: Outgoing| match out.awaits {
-                        Some(_) => waiting.push_back(out),
+                    let mut take = |mut out: Outgoing| match out.awaits.take() {
+                        Some(awaits) => waiting.push_back((awaits, out)),
                         None => ready.push(out),
                     };
                     take(out);
@@ -352,21 +353,20 @@ async fn write_answers(
             () = &mut timer, if armed => armed = false,
         }
         let now = Instant::now();
-        while let Some(awaits) = waiting.front().and_then(|o| o.awaits.as_ref()) {
+        while let Some((awaits, _)) = waiting.front() {
             let (outcome, in_time) = (awaits.outcome(), now <= awaits.deadline);
             if outcome.is_none() && in_time {
                 break;
             }
-            let Some(mut out) = waiting.pop_front() else { break };
+            let Some((_, out)) = waiting.pop_front() else { break };
             if outcome == Some(true) && in_time {
-                out.awaits = None;
                 ready.push(out);
             } else {
                 Metrics::inc(&shared.metrics.counters.answers_timed_out);
                 tracing::warn!(mn = %out.mn, qn = ?out.qn, "No broker acknowledgement in time; 9014 not sent.");
             }
         }
-        if let (false, Some(awaits)) = (armed, waiting.front().and_then(|o| o.awaits.as_ref())) {
+        if let (false, Some((awaits, _))) = (armed, waiting.front()) {
             timer.as_mut().reset(tokio::time::Instant::from_std(awaits.deadline));
             armed = true;
         }

@@ -4,8 +4,8 @@
 //! A [`Delivery`] starts pending and settles once: delivered (the broker's PUBACK, or the spool's
 //! flush), or abandoned (its [`Settle`] was dropped unsettled: a spooled message deleted by the
 //! `drop_oldest` policy, a message nobody will wait for, a ledger torn down at exit). Waiting costs
-//! a waker per waiting task and nothing else: a connection's writer polls all of its answers'
-//! deliveries from its one task, instead of a task and a timer per answer.
+//! a waker per waiting task and nothing else: a connection's writer waits on its oldest answer's
+//! delivery from its one task, instead of a task and a timer per answer.
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

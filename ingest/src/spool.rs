@@ -135,8 +135,8 @@ impl Spool {
         let config = sled::Config::new().path(path).flush_every_ms(Some(500)).cache_capacity(32 * 1024 * 1024);
         // sled releases its file lock from a background thread after the last handle is dropped:
         // a reopen in the same process (a restart in tests) may have to wait a moment for it.
-        // sled reports a held lock as an `Other` error whose text names it (as the gateway's
-        // store reads it), not always as `WouldBlock`.
+        // sled reports a held lock as an `Other` error whose text names it, not always as
+        // `WouldBlock` (the gateway's store retries on the same error).
         let mut tries = 0;
         let db = loop {
             match config.open() {
